@@ -104,8 +104,12 @@ from core.challenge_base import ChallengeBase, OutTensor, RandnTensor
 # name, N
 FUNCTIONAL_CASES = [
     ("single_element", 1),
+    ("two_elements", 2),
+    ("three_elements", 3),
     ("power_of_two", 1024),
     ("non_power_of_two", 1000),
+    ("one_block_plus_one", 257),
+    ("realistic", 1_000_000),
 ]
 
 

@@ -1,0 +1,35 @@
+"""Shared fixtures: the two challenges loaded on the CPU, and tool-availability checks."""
+
+import os
+import shutil
+
+import pytest
+
+# Triton kernels run through the interpreter on machines without a GPU
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from judge.challenges import find_challenge, load_challenge  # noqa: E402
+
+CHALLENGE_IDS = ["95", "96"]
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not has_cuda(), reason="needs an NVIDIA GPU with CUDA")
+requires_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+
+
+@pytest.fixture(params=CHALLENGE_IDS)
+def folder(request):
+    """Each challenge folder in turn."""
+    return find_challenge(request.param)
+
+
+@pytest.fixture
+def challenge(folder):
+    """Each challenge in turn, instantiated on the CPU."""
+    return load_challenge(folder, "cpu")
