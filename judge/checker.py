@@ -4,7 +4,6 @@ Each finding names the file, what is wrong and how to fix it. Used by
 ``scripts/check_challenge.py``, by pre-commit and by the test suite.
 """
 
-import ast
 import html
 import io
 import re
@@ -18,7 +17,7 @@ from core.challenge_base import materialize_test
 
 from judge.challenges import DIFFICULTIES, FOLDER_PATTERN, functional_test_names, load_challenge
 from judge.scaffold import STARTER_FILES
-from judge.signature import Param, parse_signature
+from judge.signature import Param, declared_parameters, parse_signature
 
 FUNCTIONAL_TEST_COUNT = range(7, 11)
 GPU_MEMORY_BUDGET_BYTES = 16e9  # performance inputs must fit this 5 times over
@@ -292,22 +291,6 @@ def _comment_blocks(path: Path) -> int:
     return sum(1 for i, n in enumerate(lines) if i == 0 or n != lines[i - 1] + 1)
 
 
-def starter_parameters(path: Path) -> Optional[List[str]]:
-    """The parameter names of ``solve`` in a starter (or solution) file, None if not found."""
-    text = path.read_text()
-    if path.suffix == ".py":
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef) and node.name == "solve":
-                return [a.arg for a in node.args.args]
-        return None
-    match = re.search(r"\bsolve\s*\((.*?)\)", text, re.S)
-    if not match:
-        return None
-    if path.suffix == ".mojo":
-        return re.findall(r"(\w+)\s*:", match.group(1))
-    return [re.findall(r"\w+", piece)[-1] for piece in match.group(1).split(",") if piece.strip()]
-
-
 def _check_starters(report: _Report, folder: Path, params: Optional[List[Param]]):
     for name in STARTER_FILES:
         path = folder / "starter" / name
@@ -325,7 +308,7 @@ def _check_starters(report: _Report, folder: Path, params: Optional[List[Param]]
         if params is None:
             continue
         want = [p.name for p in params if not (name.endswith(".jax.py") and p.is_output)]
-        got = starter_parameters(path)
+        got = declared_parameters(path)
         if got != want:
             report.add(
                 rel,

@@ -1,7 +1,10 @@
 """What a ``get_solve_signature()`` entry means: tensor dtypes and each language's spelling."""
 
+import ast
 import ctypes
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
@@ -101,3 +104,28 @@ def parse_signature(signature: Dict[str, tuple]) -> List[Param]:
             raise SignatureError(f"{name}: unsupported ctypes type {ctype!r}")
         params.append(param)
     return params
+
+
+def declared_parameters(path: Path) -> Optional[List[str]]:
+    """The parameter names of ``solve`` as a starter or solution file declares them (read from
+    the source, never executed), or None when the file declares no ``solve``.
+
+    Raises:
+        SyntaxError: a Python file does not parse.
+    """
+    text = path.read_text()
+    if path.suffix == ".py":
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef) and node.name == "solve":
+                return [a.arg for a in node.args.args]
+        return None
+    text = re.sub(r"//[^\n]*|/\*.*?\*/", "", text, flags=re.S) if path.suffix == ".cu" else text
+    patterns = [r"\bdef\s+solve\s*\((.*?)\)\s*(?:raises|->|:)"]
+    if path.suffix == ".cu":
+        patterns = [r'extern\s+"C"[^{;]*?\bsolve\s*\((.*?)\)', r"\bvoid\s+solve\s*\((.*?)\)"]
+    match = next((m for m in (re.search(p, text, re.S) for p in patterns) if m), None)
+    if not match:
+        return None
+    if path.suffix == ".mojo":
+        return re.findall(r"(\w+)\s*:", match.group(1))
+    return [re.findall(r"\w+", piece)[-1] for piece in match.group(1).split(",") if piece.strip()]

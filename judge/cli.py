@@ -1,0 +1,196 @@
+"""``run_challenge.py``: build a submission, check it against the reference and time it."""
+
+import argparse
+import enum
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from rich.console import Console
+
+from judge.challenges import (
+    ChallengeLoadError,
+    ChallengeNotFound,
+    find_challenge,
+    functional_test_names,
+    list_challenges,
+    load_challenge,
+)
+from judge.languages import LANGUAGES, PLANNED, BuildError, detect_language
+from judge.report import Report, render
+from judge.session import ChallengeError, Session
+from judge.signature import parse_signature
+
+ALL_LANGUAGES = ("cuda", "pytorch", "triton", "jax", "cute", "mojo")
+SUFFIX = {"cuda": ".cu", "mojo": ".mojo", **{n: f".{n}.py" for n in ALL_LANGUAGES[1:5]}}
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit status of ``run_challenge.py``."""
+
+    OK = 0  # every test passed
+    TEST_FAILED = 1  # a test got a verdict other than PASS
+    BAD_USAGE = 2  # bad arguments, unknown challenge, missing file or toolchain
+    BUILD_FAILED = 3  # the submission did not build or does not declare solve as required
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; the message says how to fix it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_challenge.py",
+        description="Build a submission, check it against the challenge's reference, time it.",
+    )
+    parser.add_argument("challenge", nargs="?",
+                        help="challenge folder, number (95) or name (decode_phase_attention)")
+    parser.add_argument("--list", action="store_true", help="list the challenges and exit")
+    parser.add_argument("--language", choices=ALL_LANGUAGES,
+                        help="default: inferred from the file's suffix, then its imports")
+    parser.add_argument("--solution", type=Path,
+                        help="default: <challenge>/solution/solution.<ext>")
+    parser.add_argument("--action", choices=("run", "submit", "bench"), default="run",
+                        help="run: the example test; submit: every functional test, then "
+                        "the performance test; bench: the performance test only")
+    parser.add_argument("--device", choices=("cuda", "cpu"),
+                        help="default: cuda when a CUDA GPU is visible, else cpu")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    parser.add_argument("--seed", type=int, help="replay a run's inputs (printed by every run)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds allowed for one call of solve (default 60)")
+    parser.add_argument("--budget", type=float, default=10.0,
+                        help="seconds of timing samples for the performance test (default 10)")
+    return parser
+
+
+def _find_solution(folder, language: Optional[str], given: Optional[Path]) -> Path:
+    if given is not None:
+        if not given.is_file():
+            raise UsageError(f"no solution file at {given}")
+        return given
+    solution_dir = folder.path / "solution"
+    if language is not None:
+        candidates = [solution_dir / f"solution{SUFFIX[language]}"]
+    else:
+        candidates = sorted(solution_dir.glob("solution.*")) or [solution_dir / "solution.<ext>"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    starter = folder.starter_dir / f"starter{SUFFIX[language or 'cuda']}"
+    raise UsageError(
+        f"no solution at {candidates[0]}; start from the starter:\n"
+        f"  mkdir -p {solution_dir} && cp {starter} {solution_dir}/solution{SUFFIX[language or 'cuda']}"
+        "\nor pass --solution FILE"
+    )
+
+
+def _pick_device(requested: Optional[str], notes: List[str]) -> str:
+    import torch
+
+    available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise UsageError("--device cuda: no CUDA GPU is visible to PyTorch")
+    if requested is None:
+        if not available:
+            notes.append("no CUDA GPU found: running on the CPU (--device cpu)")
+        return "cuda" if available else "cpu"
+    return requested
+
+
+def _language_for(path: Path, requested: Optional[str], device: str):
+    language = requested or detect_language(path)
+    if language is None:
+        raise UsageError(f"cannot tell the language of {path}; pass --language")
+    if language in PLANNED:
+        raise UsageError(f"{language} submissions are not judged yet; use cuda, pytorch or triton")
+    adapter = LANGUAGES[language]
+    missing = adapter.missing_toolchain()
+    if missing:
+        raise UsageError(missing)
+    if device == "cpu" and not adapter.runs_on_cpu:
+        raise UsageError(f"{language} needs an NVIDIA GPU; on a CPU, pytorch and triton run")
+    return adapter
+
+
+def judge(args, console: Console) -> ExitCode:
+    import torch
+
+    notes: List[str] = []
+    folder = find_challenge(args.challenge)
+    device = _pick_device(args.device, notes)
+    solution = _find_solution(folder, args.language, args.solution).resolve()
+    adapter = _language_for(solution, args.language, device)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    challenge = load_challenge(folder, device)
+    report = Report(f"{folder.number} {challenge.name}", adapter.name, str(solution), device,
+                    args.action, seed, notes)
+    workdir = Path(tempfile.mkdtemp(prefix="judge-"))
+    exit_code = ExitCode.OK
+    try:
+        artifact = adapter.build(solution, parse_signature(challenge.get_solve_signature()),
+                                 workdir)
+    except BuildError as error:
+        report.build_error = str(error)
+        exit_code = ExitCode.BUILD_FAILED
+    if report.build_error is None:
+        session = Session(challenge, folder.path, adapter.name, artifact, device, workdir,
+                          args.timeout)
+        try:
+            _run_tests(session, challenge, args.action, seed, report)
+        finally:
+            session.close()
+        if session.load_failure is not None:
+            exit_code = ExitCode.BUILD_FAILED
+    render(report, console)
+    if args.json:
+        report.write_json(args.json)
+    if exit_code is ExitCode.OK and report.counts[1]:
+        exit_code = ExitCode.TEST_FAILED
+    return exit_code
+
+
+def _run_tests(session: Session, challenge, action: str, seed: int, report: Report):
+    import torch
+
+    torch.manual_seed(seed)
+    if action == "run":
+        example = challenge.generate_example_test()
+        report.tests.append(session.run_test("example", "example", example, seed, True))
+    elif action == "submit":
+        functional = challenge.generate_functional_test()
+        names = functional_test_names(challenge, len(functional))
+        for index, (name, test) in enumerate(zip(names, functional)):
+            report.tests.append(session.run_test(name, "functional", test, seed + index))
+    if action in ("submit", "bench"):
+        report.performance = session.run_performance(seed)
+
+
+def main(argv=None) -> int:
+    console = Console(highlight=False)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        for folder in list_challenges():
+            console.print(f"{folder.number:>4}  {folder.slug:<32} {folder.difficulty}")
+        return ExitCode.OK
+    if not args.challenge:
+        parser.print_usage()
+        console.print("error: name a challenge (or --list)", style="red")
+        return ExitCode.BAD_USAGE
+    try:
+        return judge(args, console)
+    except (UsageError, ChallengeNotFound, ChallengeLoadError, ChallengeError) as error:
+        console.print(f"error: {error}", style="red", markup=False)
+        return ExitCode.BAD_USAGE
+    except KeyboardInterrupt:
+        console.print("interrupted", style="red")
+        return ExitCode.BAD_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The worker process: the only place a submission's code runs.
+
+It receives the test tensors from the judge (CUDA IPC handles or shared memory, never a seed it
+could replay), calls ``solve`` and answers with a status; the judge reads the outputs from the
+shared memory itself and decides every verdict. Its stdout and stderr go to a log file, so what
+a submission prints cannot pass for the judge's output.
+
+Messages, judge -> worker: ("run", kwargs), ("time",), ("overhead",), ("exit",).
+Worker -> judge: ("ready",), ("done",), ("timed", event_ms, wall_ms), ("overhead", ms),
+("error", kind, text) where kind is one of ERROR_KINDS.
+"""
+
+import os
+import resource
+import sys
+import traceback
+
+ERROR_KINDS = ("build", "exception", "cuda", "oom", "exit")
+CPU_MEMORY_LIMIT_BYTES = 16 * 2**30  # --device cpu only: CUDA needs a large address space
+
+
+def _classify(exc: BaseException) -> str:
+    import torch
+
+    from judge.languages.cuda import CudaError
+
+    if isinstance(exc, SystemExit):
+        return "exit"
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc):
+        return "oom"
+    if isinstance(exc, CudaError) or "CUDA error" in str(exc):
+        return "cuda"
+    return "exception"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"solve called exit({exc.code!r})"
+    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return "".join(frames[-3:]).strip()
+
+
+def main(conn, language: str, artifact: str, challenge_folder: str, device: str, log_path: str):
+    """Worker entry point (run in a spawned process)."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    if device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+        resource.setrlimit(resource.RLIMIT_AS, (CPU_MEMORY_LIMIT_BYTES, CPU_MEMORY_LIMIT_BYTES))
+
+    import torch
+
+    from judge.challenges import load_challenge
+    from judge.languages import LANGUAGES
+    from judge.signature import parse_signature
+    from judge.timing import L2Flusher, launch_overhead_ms, time_once
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    on_gpu = device != "cpu"
+
+    try:
+        params = parse_signature(load_challenge(challenge_folder, device).get_solve_signature())
+        call = LANGUAGES[language].load(artifact, params, device)
+    except BaseException as exc:  # a submission that fails to load is a verdict, not a crash
+        conn.send(("error", "build" if type(exc).__name__ == "BuildError" else _classify(exc),
+                   _describe(exc)))
+        return
+    check = getattr(call, "check", None)
+
+    def run(kwargs):
+        call(kwargs)
+        if check is not None:
+            check()
+        elif on_gpu:
+            torch.cuda.synchronize()
+
+    conn.send(("ready",))
+    kwargs, flush = None, None
+    while True:
+        message = conn.recv()
+        try:
+            if message[0] == "run":
+                kwargs = message[1]
+                run(kwargs)
+                conn.send(("done",))
+            elif message[0] == "time":
+                flush = flush or L2Flusher()
+                event_ms, wall_ms = time_once(lambda: call(kwargs), flush)
+                if check is not None:
+                    check()
+                conn.send(("timed", event_ms, wall_ms))
+            elif message[0] == "overhead":
+                conn.send(("overhead", launch_overhead_ms()))
+            else:
+                return
+        except BaseException as exc:
+            kind = _classify(exc)
+            conn.send(("error", kind, _describe(exc)))
+            if kind in ("cuda", "exit"):
+                sys.stdout.flush()
+                os._exit(1)  # a CUDA context after a fault is unusable: start afresh
