@@ -171,7 +171,8 @@ def _run_tests(session: Session, challenge, action: str, seed: int, report: Repo
 
 
 def main(argv=None) -> int:
-    console = Console(highlight=False)
+    # a pipe or file gets a wide table instead of rich's 80-column default
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:

@@ -15,6 +15,7 @@ import resource
 import sys
 import traceback
 
+JUDGE_DIR = os.path.dirname(os.path.abspath(__file__))
 ERROR_KINDS = ("build", "exception", "cuda", "oom", "exit")
 CPU_MEMORY_LIMIT_BYTES = 16 * 2**30  # --device cpu only: CUDA needs a large address space
 
@@ -26,9 +27,12 @@ def _classify(exc: BaseException) -> str:
 
     if isinstance(exc, SystemExit):
         return "exit"
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc):
+    text = str(exc)
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or any(
+        phrase in text for phrase in ("out of memory", "can't allocate memory")
+    ):
         return "oom"
-    if isinstance(exc, CudaError) or "CUDA error" in str(exc):
+    if isinstance(exc, CudaError) or "CUDA error" in text:
         return "cuda"
     return "exception"
 
@@ -36,8 +40,11 @@ def _classify(exc: BaseException) -> str:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"solve called exit({exc.code!r})"
-    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    return "".join(frames[-3:]).strip()
+    # the submission's frames only: the judge's own are noise to its author
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(JUDGE_DIR)]
+    where = "".join(traceback.format_list(frames[-3:]))
+    return (where + "".join(traceback.format_exception_only(type(exc), exc))).strip()
 
 
 def main(conn, language: str, artifact: str, challenge_folder: str, device: str, log_path: str):
