@@ -45,24 +45,46 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_challenge.py",
         description="Build a submission, check it against the challenge's reference, time it.",
     )
-    parser.add_argument("challenge", nargs="?",
-                        help="challenge folder, number (95) or name (decode_phase_attention)")
+    parser.add_argument(
+        "challenge",
+        nargs="?",
+        help="challenge folder, number (95) or name (decode_phase_attention)",
+    )
     parser.add_argument("--list", action="store_true", help="list the challenges and exit")
-    parser.add_argument("--language", choices=ALL_LANGUAGES,
-                        help="default: inferred from the file's suffix, then its imports")
-    parser.add_argument("--solution", type=Path,
-                        help="default: <challenge>/solution/solution.<ext>")
-    parser.add_argument("--action", choices=("run", "submit", "bench"), default="run",
-                        help="run: the example test; submit: every functional test, then "
-                        "the performance test; bench: the performance test only")
-    parser.add_argument("--device", choices=("cuda", "cpu"),
-                        help="default: cuda when a CUDA GPU is visible, else cpu")
+    parser.add_argument(
+        "--language",
+        choices=ALL_LANGUAGES,
+        help="default: inferred from the file's suffix, then its imports",
+    )
+    parser.add_argument(
+        "--solution", type=Path, help="default: <challenge>/solution/solution.<ext>"
+    )
+    parser.add_argument(
+        "--action",
+        choices=("run", "submit", "bench"),
+        default="run",
+        help="run: the example test; submit: every functional test, then "
+        "the performance test; bench: the performance test only",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        help="default: cuda when a CUDA GPU is visible, else cpu",
+    )
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     parser.add_argument("--seed", type=int, help="replay a run's inputs (printed by every run)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds allowed for one call of solve (default 60)")
-    parser.add_argument("--budget", type=float, default=10.0,
-                        help="seconds of timing samples for the performance test (default 10)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds allowed for one call of solve (default 60)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=10.0,
+        help="seconds of timing samples for the performance test (default 10)",
+    )
     return parser
 
 
@@ -79,10 +101,11 @@ def _find_solution(folder, language: Optional[str], given: Optional[Path]) -> Pa
     for path in candidates:
         if path.is_file():
             return path
-    starter = folder.starter_dir / f"starter{SUFFIX[language or 'cuda']}"
+    suffix = SUFFIX[language or "cuda"]
+    starter = folder.starter_dir / f"starter{suffix}"
     raise UsageError(
         f"no solution at {candidates[0]}; start from the starter:\n"
-        f"  mkdir -p {solution_dir} && cp {starter} {solution_dir}/solution{SUFFIX[language or 'cuda']}"
+        f"  mkdir -p {solution_dir} && cp {starter} {solution_dir}/solution{suffix}"
         "\nor pass --solution FILE"
     )
 
@@ -127,19 +150,28 @@ def judge(args, console: Console) -> ExitCode:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     challenge = load_challenge(folder, device)
-    report = Report(f"{folder.number} {challenge.name}", adapter.name, str(solution), device,
-                    args.action, seed, notes)
+    report = Report(
+        f"{folder.number} {challenge.name}",
+        adapter.name,
+        str(solution),
+        device,
+        args.action,
+        seed,
+        notes,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="judge-"))
     exit_code = ExitCode.OK
     try:
-        artifact = adapter.build(solution, parse_signature(challenge.get_solve_signature()),
-                                 workdir)
+        artifact = adapter.build(
+            solution, parse_signature(challenge.get_solve_signature()), workdir
+        )
     except BuildError as error:
         report.build_error = str(error)
         exit_code = ExitCode.BUILD_FAILED
     if report.build_error is None:
-        session = Session(challenge, folder.path, adapter.name, artifact, device, workdir,
-                          args.timeout)
+        session = Session(
+            challenge, folder.path, adapter.name, artifact, device, workdir, args.timeout
+        )
         try:
             _run_tests(session, challenge, args.action, seed, report)
         finally:

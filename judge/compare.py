@@ -41,7 +41,12 @@ def compare_output(
     """
     if actual.shape != expected.shape or actual.dtype != expected.dtype:
         return Comparison(
-            name, False, float("inf"), float("inf"), expected.numel(), expected.numel(),
+            name,
+            False,
+            float("inf"),
+            float("inf"),
+            expected.numel(),
+            expected.numel(),
             reason=f"output is {tuple(actual.shape)} {actual.dtype}, expected "
             f"{tuple(expected.shape)} {expected.dtype}",
         )
@@ -62,7 +67,9 @@ def compare_output(
     )
     if count:
         flat = int(bad.flatten().nonzero()[0])
-        result.first_mismatch = list(torch.unravel_index(torch.tensor(flat), a.shape)) if a.dim() else []
+        result.first_mismatch = (
+            list(torch.unravel_index(torch.tensor(flat), a.shape)) if a.dim() else []
+        )
         result.first_mismatch = [int(i) for i in result.first_mismatch]
         result.expected_value = float(e.flatten()[flat])
         result.actual_value = float(a.flatten()[flat])

@@ -85,15 +85,21 @@ def render(report: Report, console: Console):
         table = Table(show_lines=False)
         table.add_column("Test", no_wrap=True)
         table.add_column("Result", no_wrap=True)
-        for column in ("Max abs err", "Max rel err", "Mismatches",
-                       "First mismatch (expected vs actual)"):
+        for column in (
+            "Max abs err",
+            "Max rel err",
+            "Mismatches",
+            "First mismatch (expected vs actual)",
+        ):
             table.add_column(column)
         for test in report.tests:
             worst = max(test.comparisons, key=lambda c: c.mismatches, default=None)
             first = "-"
             if worst is not None and worst.first_mismatch is not None:
-                first = (f"{worst.name}{worst.first_mismatch}: {worst.expected_value:.6g} vs "
-                         f"{worst.actual_value:.6g}")
+                first = (
+                    f"{worst.name}{worst.first_mismatch}: {worst.expected_value:.6g} vs "
+                    f"{worst.actual_value:.6g}"
+                )
             table.add_row(
                 test.name,
                 _verdict_text(test.verdict.value),

@@ -64,8 +64,15 @@ class Worker:
         load_timeout_s: seconds allowed for start-up and loading the submission.
     """
 
-    def __init__(self, language, artifact, challenge_folder, device, log_path: Path,
-                 load_timeout_s: float = 300.0):
+    def __init__(
+        self,
+        language,
+        artifact,
+        challenge_folder,
+        device,
+        log_path: Path,
+        load_timeout_s: float = 300.0,
+    ):
         self.log_path = Path(log_path)
         context = mp.get_context("spawn")
         self.conn, child = context.Pipe()
@@ -123,11 +130,13 @@ class Worker:
             name = signal.Signals(-code).name
             if name == "SIGKILL":
                 return SubmissionFailure(
-                    Verdict.OUT_OF_MEMORY, f"the worker was killed (SIGKILL, out of memory?){suffix}"
+                    Verdict.OUT_OF_MEMORY,
+                    f"the worker was killed (SIGKILL, out of memory?){suffix}",
                 )
             return SubmissionFailure(Verdict.CRASH, f"the worker died with {name}{suffix}")
-        return SubmissionFailure(Verdict.EXIT, f"the submission ended the process (exit code "
-                                 f"{code}){suffix}")
+        return SubmissionFailure(
+            Verdict.EXIT, f"the submission ended the process (exit code " f"{code}){suffix}"
+        )
 
     def request(self, message: tuple, tag: str, timeout_s: float):
         """Send one message and wait for the reply tagged ``tag``.
@@ -146,11 +155,12 @@ class Worker:
         self.request(("run", kwargs), "done", timeout_s)
 
     def time_once(self, timeout_s: float):
-        """One timed sample of the last ``run``'s call: (event ms, wall ms)."""
+        """One timed sample of the last ``run``'s call: (event ms, tail ms)."""
         return self.request(("time",), "timed", timeout_s)
 
-    def launch_overhead_ms(self) -> float:
-        return self.request(("overhead",), "overhead", 60.0)[0]
+    def sync_tail_ms(self) -> float:
+        """The worker's device-synchronize latency after an empty call, in ms."""
+        return self.request(("sync_tail",), "sync_tail", 60.0)[0]
 
     def kill(self):
         if self.process.is_alive():

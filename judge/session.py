@@ -13,14 +13,21 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-
 from core.challenge_base import materialize_test
+
 from judge.compare import Comparison, compare_output
 from judge.sandbox import SubmissionFailure, Verdict, Worker
 from judge.signature import parse_signature
 from judge.timing import Roofline, Timing, escaped_work, sample_until_stable, time_calls
 
 GUARD_BYTES = 16 * 1024  # checked after every output buffer for out-of-bounds writes
+WORKER_FATAL = {
+    Verdict.CUDA_ERROR,
+    Verdict.EXIT,
+    Verdict.CRASH,
+    Verdict.TIMEOUT,
+    Verdict.OUT_OF_MEMORY,
+}
 
 
 class ChallengeError(RuntimeError):
@@ -89,8 +96,11 @@ def _shared_pool(device: str):
 def describe_sizes(kwargs: Dict[str, object]) -> Dict[str, object]:
     """Scalars as they are, tensors as 'shape dtype' strings."""
     return {
-        k: (f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
-            if isinstance(v, torch.Tensor) else v)
+        k: (
+            f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
+            if isinstance(v, torch.Tensor)
+            else v
+        )
         for k, v in kwargs.items()
     }
 
@@ -108,8 +118,16 @@ class Session:
         timeout_s: seconds allowed for one call before the worker is killed.
     """
 
-    def __init__(self, challenge, folder: Path, language: str, artifact: Path, device: str,
-                 workdir: Path, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        challenge,
+        folder: Path,
+        language: str,
+        artifact: Path,
+        device: str,
+        workdir: Path,
+        timeout_s: float = 60.0,
+    ):
         self.challenge = challenge
         self.folder = folder
         self.language = language
@@ -136,6 +154,16 @@ class Session:
         if self.worker is not None:
             self.worker.close()
 
+    def _after_failure(self, failure: SubmissionFailure):
+        """Keep a build failure (loading fails the same way every time); retire a worker that
+        died, hung, faulted its CUDA context or ran out of memory, so the next test starts a
+        fresh one. A Python exception leaves the worker usable."""
+        if failure.verdict is Verdict.BUILD_ERROR:
+            self.load_failure = failure
+        elif failure.verdict in WORKER_FATAL and self.worker is not None:
+            self.worker.kill()
+            self.worker = None
+
     # -- inputs -------------------------------------------------------------------------------
 
     def _check_dtypes(self, kwargs: Dict[str, object]):
@@ -144,8 +172,9 @@ class Session:
             raise ChallengeError(f"a generated test lacks {missing}")
         for p in self.params:
             value = kwargs[p.name]
-            if p.is_pointer and (not isinstance(value, torch.Tensor)
-                                 or value.dtype != p.torch_dtype):
+            if p.is_pointer and (
+                not isinstance(value, torch.Tensor) or value.dtype != p.torch_dtype
+            ):
                 raise ChallengeError(
                     f"{p.name}: the signature's pointer needs {p.torch_dtype}, the generator "
                     f"gave {getattr(value, 'dtype', type(value).__name__)}"
@@ -163,8 +192,9 @@ class Session:
                 elif p.is_output:
                     numel = value.numel()
                     guard_elems = math.ceil(GUARD_BYTES / value.element_size())
-                    buffer = torch.empty(numel + guard_elems, dtype=value.dtype,
-                                         device=value.device)
+                    buffer = torch.empty(
+                        numel + guard_elems, dtype=value.dtype, device=value.device
+                    )
                     guard = buffer[numel:].view(torch.uint8)
                     guard.copy_(torch.randint(0, 256, guard.shape, dtype=torch.uint8))
                     body = buffer[:numel].view(value.shape)
@@ -193,16 +223,26 @@ class Session:
 
     def _verify(self, private, shared, guards, keep_values=False):
         """Verdict, detail, comparisons (and optionally expected/actual values) after a call."""
-        snapshot = {p.name: shared[p.name].to("cpu", copy=True)
-                    for p in self.params if p.is_pointer and p.is_output}
+        snapshot = {
+            p.name: shared[p.name].to("cpu", copy=True)
+            for p in self.params
+            if p.is_pointer and p.is_output
+        }
         for name, (guard, original) in guards.items():
             if not torch.equal(guard.cpu(), original):
                 changed = int((guard.cpu() != original).sum())
-                return (Verdict.OUT_OF_BOUNDS_WRITE,
-                        f"{changed} bytes written past the end of {name}", [], None)
+                return (
+                    Verdict.OUT_OF_BOUNDS_WRITE,
+                    f"{changed} bytes written past the end of {name}",
+                    [],
+                    None,
+                )
         for p in self.params:
-            if p.is_pointer and p.direction == "in" and not torch.equal(shared[p.name],
-                                                                        private[p.name]):
+            if (
+                p.is_pointer
+                and p.direction == "in"
+                and not torch.equal(shared[p.name], private[p.name])
+            ):
                 return Verdict.INPUT_MODIFIED, f"solve modified the input {p.name}", [], None
         expected = dict(private)
         for p in self.params:
@@ -210,24 +250,37 @@ class Session:
                 expected[p.name] = private[p.name].clone()
         self.challenge.reference_impl(**expected)
         comparisons = [
-            compare_output(name, snapshot[name], expected[name].cpu(), self.challenge.atol,
-                           self.challenge.rtol)
+            compare_output(
+                name, snapshot[name], expected[name].cpu(), self.challenge.atol, self.challenge.rtol
+            )
             for name in snapshot
         ]
         failed = [c for c in comparisons if not c.passed]
         values = None
         if keep_values:
-            values = ({n: expected[n].cpu().tolist() for n in snapshot},
-                      {n: snapshot[n].tolist() for n in snapshot})
+            values = (
+                {n: expected[n].cpu().tolist() for n in snapshot},
+                {n: snapshot[n].tolist() for n in snapshot},
+            )
         if failed:
-            return Verdict.WRONG_ANSWER, "; ".join(f"{c.name}: {c.reason}" for c in failed), \
-                comparisons, values
+            return (
+                Verdict.WRONG_ANSWER,
+                "; ".join(f"{c.name}: {c.reason}" for c in failed),
+                comparisons,
+                values,
+            )
         return Verdict.PASS, "", comparisons, values
 
     # -- tests --------------------------------------------------------------------------------
 
-    def run_test(self, name: str, kind: str, generated: Dict[str, object], seed: int,
-                 keep_values: bool = False) -> TestResult:
+    def run_test(
+        self,
+        name: str,
+        kind: str,
+        generated: Dict[str, object],
+        seed: int,
+        keep_values: bool = False,
+    ) -> TestResult:
         """Run one correctness test (``generated`` as the challenge's generator returned it)."""
         private = materialize_test(generated, self.device, seed)
         self._check_dtypes(private)
@@ -236,8 +289,7 @@ class Session:
         try:
             self._live_worker().run(shared, self.timeout_s)
         except SubmissionFailure as failure:
-            if failure.verdict is Verdict.BUILD_ERROR:
-                self.load_failure = failure
+            self._after_failure(failure)
             result.verdict, result.detail = failure.verdict, failure.detail
             return result
         verdict, detail, comparisons, values = self._verify(private, shared, guards, keep_values)
@@ -272,7 +324,7 @@ class Session:
                 verdict, detail, _, _ = self._verify(private, shared, guards)
                 if not verdict.passed:
                     raise SubmissionFailure(verdict, f"warm-up call {call + 1}: {detail}")
-            overhead = worker.launch_overhead_ms()
+            empty_tail = worker.sync_tail_ms()
             timed = {"count": 0}
 
             def prepare():
@@ -289,9 +341,10 @@ class Session:
                 lambda: worker.time_once(self.timeout_s), prepare, check, budget_s
             )
         except SubmissionFailure as failure:
+            self._after_failure(failure)
             result.verdict, result.detail = failure.verdict, failure.detail
             return result
-        escaped = escaped_work(result.timing, overhead)
+        escaped = escaped_work(result.timing, empty_tail)
         if escaped:
             result.verdict, result.detail = Verdict.TIMING_ESCAPED, escaped
         from judge.timing import streaming_read_gbps
@@ -299,11 +352,14 @@ class Session:
         moved = self.bytes_moved(private)
         result.roofline = Roofline.of(moved, result.timing.median_ms, streaming_read_gbps())
         if result.roofline.suspicious and result.verdict.passed:
-            result.detail = (f"suspicious: {result.roofline.percent_of_streaming_read:.0f}% of "
-                             "the measured streaming-read bandwidth is past the memory system")
+            result.detail = (
+                f"suspicious: {result.roofline.percent_of_streaming_read:.0f}% of "
+                "the measured streaming-read bandwidth is past the memory system"
+            )
         reference = dict(private)
-        result.reference_timing = time_calls(lambda: self.challenge.reference_impl(**reference),
-                                             budget_s=budget_s / 2)
+        result.reference_timing = time_calls(
+            lambda: self.challenge.reference_impl(**reference), budget_s=budget_s / 2
+        )
         result.speedup_over_reference = result.reference_timing.median_ms / result.timing.median_ms
         return result
 

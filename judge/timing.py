@@ -4,15 +4,15 @@ One timed sample (``time_once``):
 
 1. read a buffer twice the L2 size (``torch.sum``), which evicts the previous call's data
    without leaving dirty lines whose write-back would land inside the next timed window;
-2. synchronize the device, then enqueue a short GPU sleep so that the host's launch overhead
-   overlaps it instead of being counted;
-3. record a start event, make the call, record an end event, synchronize the device;
-4. keep the event time (GPU milliseconds) and the host wall-clock time of steps 3, which also
-   covers work the call left running on other streams.
+2. synchronize the device;
+3. record a start event, make the call, record an end event;
+4. poll the end event until the current stream has passed it, then synchronize the whole
+   device: the host time between the two ("tail") is how long work on other streams outlived
+   the timed window. The event time excludes host synchronization latency altogether.
 
-``time_calls`` repeats samples until the standard error of the mean is under 1% of the mean
-(at least 10 samples) or a time budget ends. ``escaped_work`` compares event and wall-clock
-times with an empty call's, to flag work that finished outside the timed window.
+``sample_until_stable`` repeats samples until the standard error of the mean is under 1% of
+the mean (at least 10 samples) or a time budget ends. ``escaped_work`` compares the tail with
+an empty call's, to flag work left running on another stream.
 """
 
 import json
@@ -29,7 +29,6 @@ import torch
 MIN_RUNS = 10
 MAX_RUNS = 1000
 TARGET_RELATIVE_SEM = 0.01
-SLEEP_CYCLES = 50_000  # ~30 us at Hopper clocks: covers a Python launch's host overhead
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "decode-attention"
 
 
@@ -42,18 +41,18 @@ class Timing:
     std_ms: float
     min_ms: float
     runs: int
-    wall_median_ms: float  # host wall-clock of call + device synchronize, median
+    tail_median_ms: float  # device busy after the end event (other streams), median
     samples_ms: List[float] = field(repr=False, default_factory=list)
 
     @classmethod
-    def from_samples(cls, event_ms: List[float], wall_ms: List[float]) -> "Timing":
+    def from_samples(cls, event_ms: List[float], tail_ms: List[float]) -> "Timing":
         return cls(
             median_ms=statistics.median(event_ms),
             mean_ms=statistics.fmean(event_ms),
             std_ms=statistics.stdev(event_ms) if len(event_ms) > 1 else 0.0,
             min_ms=min(event_ms),
             runs=len(event_ms),
-            wall_median_ms=statistics.median(wall_ms),
+            tail_median_ms=statistics.median(tail_ms),
             samples_ms=list(event_ms),
         )
 
@@ -75,20 +74,25 @@ class L2Flusher:
         self.buffer.sum()
 
 
-def time_once(call: Callable[[], None], flush: L2Flusher):
-    """One sample of ``call``: (GPU event time, host wall-clock time) in milliseconds."""
+def time_once(call: Callable[[], None], flush: L2Flusher) -> Tuple[float, float]:
+    """One sample of ``call``: (event time, tail time) in milliseconds.
+
+    The tail is the host time from the end event's completion to the end of a device-wide
+    synchronize: about the synchronize latency, unless the call left work on other streams.
+    """
     start = torch.cuda.Event(enable_timing=True)
     end = torch.cuda.Event(enable_timing=True)
     flush()
     torch.cuda.synchronize()
-    torch.cuda._sleep(SLEEP_CYCLES)
-    host_start = time.perf_counter()
     start.record()
     call()
     end.record()
+    while not end.query():
+        pass
+    end_seen = time.perf_counter()
     torch.cuda.synchronize()
-    wall_ms = (time.perf_counter() - host_start) * 1e3
-    return start.elapsed_time(end), wall_ms
+    tail_ms = (time.perf_counter() - end_seen) * 1e3
+    return start.elapsed_time(end), tail_ms
 
 
 def keep_sampling(event_ms: List[float], started: float, budget_s: float) -> bool:
@@ -113,21 +117,21 @@ def sample_until_stable(
     """Take samples until ``keep_sampling`` says stop.
 
     Args:
-        sample: one timed sample, returning (event ms, wall ms): ``time_once`` here, or the
+        sample: one timed sample, returning (event ms, tail ms): ``time_once`` here, or the
             same function run in the judge's worker process.
         prepare: run before each sample, untimed (fresh inputs).
         check: run after each sample, untimed (output verification); may raise to abort.
         budget_s: wall-clock seconds after which sampling stops (at least 10 samples).
     """
-    event_ms, wall_ms = [], []
+    event_ms, tail_ms = [], []
     started = time.perf_counter()
     while keep_sampling(event_ms, started, budget_s):
         prepare()
-        event, wall = sample()
+        event, tail = sample()
         check()
         event_ms.append(event)
-        wall_ms.append(wall)
-    return Timing.from_samples(event_ms, wall_ms)
+        tail_ms.append(tail)
+    return Timing.from_samples(event_ms, tail_ms)
 
 
 def time_calls(
@@ -147,26 +151,21 @@ def time_calls(
     return sample_until_stable(lambda: time_once(call, flush), prepare, check, budget_s)
 
 
-def launch_overhead_ms(samples: int = 20) -> float:
-    """Median host wall-clock minus event time of an empty call, in ms (the baseline that
-    ``escaped_work`` compares against)."""
+def sync_tail_ms(samples: int = 20) -> float:
+    """Median tail of an empty call in ms: the synchronize latency that ``escaped_work``
+    subtracts."""
     flush = L2Flusher()
-    gaps = []
-    for _ in range(samples):
-        event, wall = time_once(lambda: None, flush)
-        gaps.append(wall - event)
-    return statistics.median(gaps)
+    return statistics.median(time_once(lambda: None, flush)[1] for _ in range(samples))
 
 
-def escaped_work(timing: Timing, overhead_ms: float) -> Optional[str]:
-    """A message when the call's GPU work seems to outlast its timed window (work left on
-    another stream), else None.
+def escaped_work(timing: Timing, empty_tail_ms: float) -> Optional[str]:
+    """A message when the call's GPU work outlasts its timed window (work left on another
+    stream), else None.
 
-    The host wall-clock covers call + device synchronize; the events cover only the current
-    stream. Their median gap beyond an empty call's may be at most max(50 us, 20% of the
-    event time).
+    The events cover only the current stream; the tail covers the rest of the device. Its
+    median beyond an empty call's may be at most max(50 us, 20% of the event time).
     """
-    excess = timing.wall_median_ms - timing.median_ms - overhead_ms
+    excess = timing.tail_median_ms - empty_tail_ms
     allowed = max(0.05, 0.2 * timing.median_ms)
     if excess > allowed:
         return (
@@ -197,7 +196,6 @@ def streaming_read_gbps(refresh: bool = False, nbytes: int = 2 * 2**30) -> float
     buffer = torch.ones(nbytes // 4, dtype=torch.float32, device="cuda")
     timing = time_calls(lambda: buffer.sum(), budget_s=3.0)
     gbps = nbytes / (timing.median_ms * 1e-3) / 1e9
-    del buffer
     known[key] = gbps
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(known, indent=2))

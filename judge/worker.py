@@ -5,8 +5,8 @@ could replay), calls ``solve`` and answers with a status; the judge reads the ou
 shared memory itself and decides every verdict. Its stdout and stderr go to a log file, so what
 a submission prints cannot pass for the judge's output.
 
-Messages, judge -> worker: ("run", kwargs), ("time",), ("overhead",), ("exit",).
-Worker -> judge: ("ready",), ("done",), ("timed", event_ms, wall_ms), ("overhead", ms),
+Messages, judge -> worker: ("run", kwargs), ("time",), ("sync_tail",), ("exit",).
+Worker -> judge: ("ready",), ("done",), ("timed", event_ms, tail_ms), ("sync_tail", ms),
 ("error", kind, text) where kind is one of ERROR_KINDS.
 """
 
@@ -41,8 +41,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"solve called exit({exc.code!r})"
     # the submission's frames only: the judge's own are noise to its author
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(JUDGE_DIR)]
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(JUDGE_DIR)
+    ]
     where = "".join(traceback.format_list(frames[-3:]))
     return (where + "".join(traceback.format_exception_only(type(exc), exc))).strip()
 
@@ -53,6 +54,8 @@ def main(conn, language: str, artifact: str, challenge_folder: str, device: str,
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    # the judge, not the caller's environment, decides how Triton runs
+    os.environ.pop("TRITON_INTERPRET", None)
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
         resource.setrlimit(resource.RLIMIT_AS, (CPU_MEMORY_LIMIT_BYTES, CPU_MEMORY_LIMIT_BYTES))
@@ -62,7 +65,7 @@ def main(conn, language: str, artifact: str, challenge_folder: str, device: str,
     from judge.challenges import load_challenge
     from judge.languages import LANGUAGES
     from judge.signature import parse_signature
-    from judge.timing import L2Flusher, launch_overhead_ms, time_once
+    from judge.timing import L2Flusher, sync_tail_ms, time_once
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -72,8 +75,13 @@ def main(conn, language: str, artifact: str, challenge_folder: str, device: str,
         params = parse_signature(load_challenge(challenge_folder, device).get_solve_signature())
         call = LANGUAGES[language].load(artifact, params, device)
     except BaseException as exc:  # a submission that fails to load is a verdict, not a crash
-        conn.send(("error", "build" if type(exc).__name__ == "BuildError" else _classify(exc),
-                   _describe(exc)))
+        conn.send(
+            (
+                "error",
+                "build" if type(exc).__name__ == "BuildError" else _classify(exc),
+                _describe(exc),
+            )
+        )
         return
     check = getattr(call, "check", None)
 
@@ -95,12 +103,12 @@ def main(conn, language: str, artifact: str, challenge_folder: str, device: str,
                 conn.send(("done",))
             elif message[0] == "time":
                 flush = flush or L2Flusher()
-                event_ms, wall_ms = time_once(lambda: call(kwargs), flush)
+                event_ms, tail_ms = time_once(lambda: call(kwargs), flush)
                 if check is not None:
                     check()
-                conn.send(("timed", event_ms, wall_ms))
-            elif message[0] == "overhead":
-                conn.send(("overhead", launch_overhead_ms()))
+                conn.send(("timed", event_ms, tail_ms))
+            elif message[0] == "sync_tail":
+                conn.send(("sync_tail", sync_tail_ms()))
             else:
                 return
         except BaseException as exc:

@@ -4,22 +4,20 @@ import os
 import shutil
 
 import pytest
-
-# Triton kernels run through the interpreter on machines without a GPU
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # noqa: E402
 
 from judge.challenges import find_challenge, load_challenge  # noqa: E402
+
+# Triton kernels run through the interpreter on machines without a GPU
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 CHALLENGE_IDS = ["95", "96"]
 
 
-def has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-requires_cuda = pytest.mark.skipif(not has_cuda(), reason="needs an NVIDIA GPU with CUDA")
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA"
+)
 requires_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 
 

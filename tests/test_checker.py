@@ -50,7 +50,11 @@ def test_wrong_performance_bullet_fails_with_the_exact_fix(broken):
 
 
 def test_second_comment_in_a_starter_fails(broken):
-    edit(broken / "starter" / "starter.pytorch.py", "    pass", "    # TODO: write the kernel\n    pass")
+    edit(
+        broken / "starter" / "starter.pytorch.py",
+        "    pass",
+        "    # TODO: write the kernel\n    pass",
+    )
     (finding,) = findings_for(broken)
     assert "starter.pytorch.py" in finding and "has 2 comments" in finding
 
@@ -65,7 +69,7 @@ def test_second_comment_in_cuda_and_mojo_starters_fails(broken):
 def test_wrong_example_output_in_html_fails(broken):
     page = broken / "challenge.html"
     text = page.read_text()
-    output_block = text[text.index("<strong>Output</strong>"):]
+    output_block = text[text.index("<strong>Output</strong>") :]
     first = output_block.split("\\begin{bmatrix}")[1].split("&")[0].strip()
     edit(page, f"\\begin{{bmatrix}} {first} &", "\\begin{bmatrix} 9.9999 &")
     (finding,) = findings_for(broken)
@@ -80,8 +84,11 @@ def test_starter_with_wrong_parameters_fails(broken):
 
 def test_missing_starter_and_too_few_functional_tests_fail(broken):
     (broken / "starter" / "starter.mojo").unlink()
-    edit(broken / "challenge.py", "case in FUNCTIONAL_CASES]\n\n    def generate_perf",
-         "case in FUNCTIONAL_CASES[:3]]\n\n    def generate_perf")
+    edit(
+        broken / "challenge.py",
+        "case in FUNCTIONAL_CASES]\n\n    def generate_perf",
+        "case in FUNCTIONAL_CASES[:3]]\n\n    def generate_perf",
+    )
     findings = findings_for(broken)
     assert any("starter.mojo: missing" in f for f in findings)
     assert any("returned 3 tests" in f for f in findings)
@@ -96,8 +103,9 @@ def test_reference_that_rejects_a_test_is_reported_not_raised(broken):
 
 def test_cli_exit_codes_and_file_arguments(broken):
     edit(broken / "challenge.html", "= 128</li>", "= 64</li>")
-    result = subprocess.run(CHECKER + [str(broken / "challenge.html")], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        CHECKER + [str(broken / "challenge.html")], capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert "fix: make it exactly" in result.stdout
     assert subprocess.run(CHECKER, capture_output=True).returncode == 2

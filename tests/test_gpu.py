@@ -14,8 +14,17 @@ SOLUTION_FILES = sorted(str(p.relative_to(SOLUTIONS)) for p in SOLUTIONS.glob("*
 
 @pytest.mark.parametrize("solution", SOLUTION_FILES)
 def test_solution_passes_submit_on_the_gpu(solution):
-    code, report, output = judge(solution[:2], "--device", "cuda", "--action", "submit",
-                                 "--solution", SOLUTIONS / solution, "--budget", "2")
+    code, report, output = judge(
+        solution[:2],
+        "--device",
+        "cuda",
+        "--action",
+        "submit",
+        "--solution",
+        SOLUTIONS / solution,
+        "--budget",
+        "2",
+    )
     assert code == 0, output
     assert all(t["verdict"] == "PASS" for t in report["tests"])
     perf = report["performance"]
@@ -25,10 +34,20 @@ def test_solution_passes_submit_on_the_gpu(solution):
 
 
 @pytest.mark.parametrize("fixture, action, verdict, test_name", PYTHON_FIXTURES)
-def test_broken_python_submission_gets_its_verdict_on_the_gpu(fixture, action, verdict,
-                                                             test_name):
-    code, report, output = judge("96", "--device", "cuda", "--action", action, "--solution",
-                                 FIXTURES / fixture, "--timeout", "20", "--budget", "1")
+def test_broken_python_submission_gets_its_verdict_on_the_gpu(fixture, action, verdict, test_name):
+    code, report, output = judge(
+        "96",
+        "--device",
+        "cuda",
+        "--action",
+        action,
+        "--solution",
+        FIXTURES / fixture,
+        "--timeout",
+        "20",
+        "--budget",
+        "1",
+    )
     assert code == 1, output
     verdicts = {t["name"]: t["verdict"] for t in report["tests"]}
     assert verdicts[test_name] == verdict, output
@@ -43,22 +62,42 @@ def test_broken_python_submission_gets_its_verdict_on_the_gpu(fixture, action, v
     ],
 )
 def test_broken_cuda_submission_gets_its_verdict(fixture, verdict):
-    code, report, output = judge("96", "--device", "cuda", "--solution", FIXTURES / fixture,
-                                 "--timeout", "10")
+    code, report, output = judge(
+        "96", "--device", "cuda", "--solution", FIXTURES / fixture, "--timeout", "10"
+    )
     assert code == 1, output
     assert report["tests"][0]["verdict"] == verdict, output
 
 
 def test_work_left_on_another_stream_is_flagged():
-    code, report, output = judge("96", "--device", "cuda", "--action", "bench", "--solution",
-                                 FIXTURES / "other_stream.cu", "--budget", "2")
+    code, report, output = judge(
+        "96",
+        "--device",
+        "cuda",
+        "--action",
+        "bench",
+        "--solution",
+        FIXTURES / "other_stream.cu",
+        "--budget",
+        "2",
+    )
     assert code == 1, output
     assert report["performance"]["verdict"] == "WORK ESCAPED TIMING", output
 
 
 def test_a_crashed_worker_is_replaced_for_the_next_test():
-    code, report, output = judge("96", "--device", "cuda", "--action", "submit", "--solution",
-                                 FIXTURES / "illegal_address.cu", "--timeout", "10",
-                                 "--budget", "1")
+    code, report, output = judge(
+        "96",
+        "--device",
+        "cuda",
+        "--action",
+        "submit",
+        "--solution",
+        FIXTURES / "illegal_address.cu",
+        "--timeout",
+        "10",
+        "--budget",
+        "1",
+    )
     assert code == 1
     assert all(t["verdict"] == "CUDA ERROR" for t in report["tests"]), output

@@ -5,8 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from oracles import decode_attention_oracle, int8_kv_attention_oracle
-
 from core.challenge_base import (
     FullTensor,
     OutTensor,
@@ -15,6 +13,8 @@ from core.challenge_base import (
     RandTensor,
     materialize_test,
 )
+from oracles import decode_attention_oracle, int8_kv_attention_oracle
+
 from judge.challenges import find_challenge, functional_test_names, load_challenge
 
 INPUTS = {
@@ -58,7 +58,9 @@ def test_large_score_case_overflows_a_naive_softmax(challenge):
     names = functional_test_names(challenge, len(challenge.generate_functional_test()))
     test = challenge.generate_functional_test()[names.index("large_scores_need_max_subtraction")]
     q = test["Q"].reshape(-1, test["head_dim"])[0]
-    keys = test["K"][0, 0] if "K" in test else test["K_int8"][0].float() * test["k_scale"][0, :, None]
+    keys = (
+        test["K"][0, 0] if "K" in test else test["K_int8"][0].float() * test["k_scale"][0, :, None]
+    )
     scores = (keys @ q / math.sqrt(test["head_dim"])).to(torch.float32)
     assert torch.isinf(torch.exp(scores)).any()
     check_against_oracle(challenge, test)

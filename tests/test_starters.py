@@ -49,7 +49,9 @@ def test_jax_starter_runs_and_returns_no_output(folder, challenge):
 
 
 def test_cute_starter_imports(folder):
-    pytest.importorskip("cutlass.cute", reason="the cute extra (nvidia-cutlass-dsl) is not installed")
+    pytest.importorskip(
+        "cutlass.cute", reason="the cute extra (nvidia-cutlass-dsl) is not installed"
+    )
     module = import_file(folder.starter_dir / "starter.cute.py")
     assert callable(module.solve)
 
@@ -58,9 +60,18 @@ def test_cute_starter_imports(folder):
 def test_cuda_starter_compiles(folder, tmp_path):
     library = tmp_path / "starter.so"
     result = subprocess.run(
-        ["nvcc", "-shared", "-Xcompiler", "-fPIC", "-arch=sm_90", "-o", str(library),
-         str(folder.starter_dir / "starter.cu")],
-        capture_output=True, text=True,
+        [
+            "nvcc",
+            "-shared",
+            "-Xcompiler",
+            "-fPIC",
+            "-arch=sm_90",
+            "-o",
+            str(library),
+            str(folder.starter_dir / "starter.cu"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     symbols = subprocess.run(["nm", "-D", str(library)], capture_output=True, text=True).stdout
@@ -82,9 +93,20 @@ def _mojo_version():
 def test_mojo_starter_builds_for_hopper(folder, tmp_path):
     library = tmp_path / "libstarter.so"
     result = subprocess.run(
-        ["mojo", "build", "--emit", "shared-lib", "--target-accelerator", "sm_90",
-         str(folder.starter_dir / "starter.mojo"), "-o", str(library)],
-        capture_output=True, text=True, env={**os.environ, "MODULAR_TELEMETRY": "0"},
+        [
+            "mojo",
+            "build",
+            "--emit",
+            "shared-lib",
+            "--target-accelerator",
+            "sm_90",
+            str(folder.starter_dir / "starter.mojo"),
+            "-o",
+            str(library),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MODULAR_TELEMETRY": "0"},
     )
     assert result.returncode == 0, result.stderr
     assert library.stat().st_size > 0

@@ -28,9 +28,18 @@ def gpu_arch() -> str:
 
 def nvcc_command(source: Path, library: Path, arch: str) -> List[str]:
     return [
-        "nvcc", "-O3", "-lineinfo", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
+        "nvcc",
+        "-O3",
+        "-lineinfo",
+        "-std=c++17",
+        "-shared",
+        "-Xcompiler",
+        "-fPIC",
         f"-gencode=arch=compute_{arch},code=sm_{arch}",
-        "-o", str(library), str(source), str(SUPPORT_SOURCE),
+        "-o",
+        str(library),
+        str(source),
+        str(SUPPORT_SOURCE),
     ]
 
 
@@ -101,6 +110,7 @@ def _exports_solve(library: Path) -> Optional[bool]:
     """Whether the library exports a C ``solve``; None when nm is not installed."""
     if shutil.which("nm") is None:
         return None
-    out = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True
+    ).stdout
     return any(line.split()[-1] == "solve" for line in out.splitlines() if line.strip())

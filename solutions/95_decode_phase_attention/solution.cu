@@ -76,9 +76,8 @@ __global__ void decode_attention_kernel(const float* Q, const float* K, const fl
 }
 
 // Q, K, V, output are device pointers
-extern "C" void solve(const float* Q, const float* K, const float* V, float* output,
-                      int batch_size, int num_q_heads, int num_kv_heads, int cache_len,
-                      int head_dim) {
+extern "C" void solve(const float* Q, const float* K, const float* V, float* output, int batch_size,
+                      int num_q_heads, int num_kv_heads, int cache_len, int head_dim) {
     dim3 grid(num_q_heads, batch_size);
     decode_attention_kernel<<<grid, WARPS * 32>>>(Q, K, V, output, num_q_heads, num_kv_heads,
                                                   cache_len, head_dim, 1.0f / sqrtf(head_dim));

@@ -1,7 +1,7 @@
 """Decode-phase attention in Triton: one program per (query head, batch), online softmax.
 
 Each program streams its KV head in BLOCK_N-token tiles and keeps a running maximum m, a
-running sum l and an unnormalized output acc, rescaling both by exp(m_old - m_new) whenever
+running sum row_sum and an unnormalized output acc, rescaling both by exp(m_old - m_new) whenever
 the maximum grows, so the softmax never overflows and K and V are read once per query head.
 Clear rather than fast: the query heads of a GQA group each re-read their KV head (L2 absorbs
 part of it) and the grid has only batch_size * num_q_heads programs; the editorial version
@@ -17,8 +17,14 @@ import triton.language as tl
 
 @triton.jit
 def decode_attention_kernel(
-    Q, K, V, Out,  # pointers: Q/Out (B, Hq, D), K/V (B, Hkv, S, D), contiguous float32
-    num_q_heads, num_kv_heads, cache_len, head_dim,  # sizes
+    Q,
+    K,
+    V,
+    Out,  # pointers: Q/Out (B, Hq, D), K/V (B, Hkv, S, D), contiguous float32
+    num_q_heads,
+    num_kv_heads,
+    cache_len,
+    head_dim,  # sizes
     scale,  # 1 / sqrt(head_dim), folded into the query
     BLOCK_N: tl.constexpr,  # tokens per tile
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
@@ -34,7 +40,7 @@ def decode_attention_kernel(
     kv_base = (batch * num_kv_heads + kv_head).to(tl.int64) * cache_len * head_dim
 
     m = tl.full((), float("-inf"), tl.float32)
-    l = tl.zeros((), tl.float32)
+    row_sum = tl.zeros((), tl.float32)
     acc = tl.zeros((BLOCK_D,), tl.float32)
     for start in range(0, cache_len, BLOCK_N):
         tokens = start + tl.arange(0, BLOCK_N)
@@ -49,10 +55,10 @@ def decode_attention_kernel(
         p = tl.exp(scores - m_new)
         v = tl.load(V + offsets, mask=tile_ok, other=0.0)
         acc = acc * correction + tl.sum(p[:, None] * v, axis=0)
-        l = l * correction + tl.sum(p, axis=0)
+        row_sum = row_sum * correction + tl.sum(p, axis=0)
         m = m_new
     out = Out + (batch * num_q_heads + head) * head_dim + dims
-    tl.store(out, acc / l, mask=dim_ok)
+    tl.store(out, acc / row_sum, mask=dim_ok)
 
 
 # Q, K, V, output are tensors on the GPU
@@ -69,8 +75,14 @@ def solve(
 ):
     grid = (num_q_heads, batch_size)
     decode_attention_kernel[grid](
-        Q, K, V, output,
-        num_q_heads, num_kv_heads, cache_len, head_dim,
+        Q,
+        K,
+        V,
+        output,
+        num_q_heads,
+        num_kv_heads,
+        cache_len,
+        head_dim,
         1.0 / math.sqrt(head_dim),
         BLOCK_N=64,
         BLOCK_D=triton.next_power_of_2(head_dim),

@@ -15,8 +15,14 @@ import triton.language as tl
 
 @triton.jit
 def int8_attention_kernel(
-    Q, K, V, KScale, VScale, Out,  # Q/Out (H, D) float32; K/V (H, S, D) int8; scales (H, S)
-    seq_len, head_dim,  # sizes
+    Q,
+    K,
+    V,
+    KScale,
+    VScale,
+    Out,  # Q/Out (H, D) float32; K/V (H, S, D) int8; scales (H, S)
+    seq_len,
+    head_dim,  # sizes
     scale,  # 1 / sqrt(head_dim)
     BLOCK_N: tl.constexpr,  # tokens per tile
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
@@ -28,7 +34,7 @@ def int8_attention_kernel(
     kv_base = head.to(tl.int64) * seq_len * head_dim
 
     m = tl.full((), float("-inf"), tl.float32)
-    l = tl.zeros((), tl.float32)
+    row_sum = tl.zeros((), tl.float32)
     acc = tl.zeros((BLOCK_D,), tl.float32)
     for start in range(0, seq_len, BLOCK_N):
         tokens = start + tl.arange(0, BLOCK_N)
@@ -45,9 +51,9 @@ def int8_attention_kernel(
         v_scale = tl.load(VScale + head * seq_len + tokens, mask=tok_ok, other=0.0)
         v = tl.load(V + offsets, mask=tile_ok, other=0).to(tl.float32)
         acc = acc * correction + tl.sum((p * v_scale)[:, None] * v, axis=0)
-        l = l * correction + tl.sum(p, axis=0)
+        row_sum = row_sum * correction + tl.sum(p, axis=0)
         m = m_new
-    tl.store(Out + head * head_dim + dims, acc / l, mask=dim_ok)
+    tl.store(Out + head * head_dim + dims, acc / row_sum, mask=dim_ok)
 
 
 # Q, K_int8, V_int8, k_scale, v_scale, output are tensors on the GPU
@@ -63,8 +69,14 @@ def solve(
     head_dim: int,
 ):
     int8_attention_kernel[(num_heads,)](
-        Q, K_int8, V_int8, k_scale, v_scale, output,
-        seq_len, head_dim,
+        Q,
+        K_int8,
+        V_int8,
+        k_scale,
+        v_scale,
+        output,
+        seq_len,
+        head_dim,
         1.0 / math.sqrt(head_dim),
         BLOCK_N=64,
         BLOCK_D=triton.next_power_of_2(head_dim),
