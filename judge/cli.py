@@ -22,6 +22,7 @@ from judge.languages import LANGUAGES, PLANNED, BuildError, detect_language
 from judge.report import Report, render
 from judge.session import ChallengeError, Session
 from judge.signature import parse_signature
+from judge.timing import CACHE_DIR
 
 ALL_LANGUAGES = ("cuda", "pytorch", "triton", "jax", "cute", "mojo")
 SUFFIX = {"cuda": ".cu", "mojo": ".mojo", **{n: f".{n}.py" for n in ALL_LANGUAGES[1:5]}}
@@ -159,23 +160,22 @@ def judge(args, console: Console) -> ExitCode:
         seed,
         notes,
     )
-    workdir = Path(tempfile.mkdtemp(prefix="judge-"))
     exit_code = ExitCode.OK
     try:
-        artifact = adapter.build(
-            solution, parse_signature(challenge.get_solve_signature()), workdir
-        )
+        params = parse_signature(challenge.get_solve_signature())
+        artifact = adapter.build(solution, params, CACHE_DIR / "builds")
     except BuildError as error:
         report.build_error = str(error)
         exit_code = ExitCode.BUILD_FAILED
     if report.build_error is None:
-        session = Session(
-            challenge, folder.path, adapter.name, artifact, device, workdir, args.timeout
-        )
-        try:
-            _run_tests(session, challenge, args.action, seed, report)
-        finally:
-            session.close()
+        with tempfile.TemporaryDirectory(prefix="judge-") as workdir:
+            session = Session(
+                challenge, folder.path, adapter.name, artifact, device, Path(workdir), args.timeout
+            )
+            try:
+                _run_tests(session, challenge, args.action, seed, report)
+            finally:
+                session.close()
         if session.load_failure is not None:
             exit_code = ExitCode.BUILD_FAILED
     render(report, console)

@@ -248,7 +248,10 @@ class Session:
         for p in self.params:
             if p.is_pointer and p.is_output:
                 expected[p.name] = private[p.name].clone()
-        self.challenge.reference_impl(**expected)
+        try:
+            self.challenge.reference_impl(**expected)
+        except Exception as exc:  # the challenge's bug, reported as such
+            raise ChallengeError(f"the reference failed on a generated test: {exc!r}") from exc
         comparisons = [
             compare_output(
                 name, snapshot[name], expected[name].cpu(), self.challenge.atol, self.challenge.rtol

@@ -64,7 +64,7 @@ def ncu_driver(solution: Path, number: str):
     from judge.signature import parse_signature
     from judge.timing import L2Flusher
 
-    from core.challenge_base import materialize_test  # importable once judge is imported
+    from core.challenge_base import materialize_test  # isort: skip  (needs judge first)
 
     challenge = load_challenge(find_challenge(number), "cuda")
     params = parse_signature(challenge.get_solve_signature())
