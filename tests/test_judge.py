@@ -219,7 +219,7 @@ class TestCudaBuildVerdicts:
 
     @requires_nvcc
     def test_compile_error_names_file_and_line(self, tmp_path):
-        with pytest.raises(BuildError, match=r"compile_error\.cu\(7\): error"):
+        with pytest.raises(BuildError, match=r"compile_error\.cu\(8\): error"):
             self.build("compile_error.cu", tmp_path)
 
     @requires_nvcc

@@ -4,6 +4,8 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,11 +80,17 @@ def test_cuda_starter_compiles(folder, tmp_path):
     assert " T solve" in symbols, "solve must be exported with C linkage"
 
 
+def _mojo() -> str:
+    """The mojo command: on PATH, or installed by pip beside this Python."""
+    beside = Path(sys.executable).parent / "mojo"
+    return shutil.which("mojo") or (str(beside) if beside.is_file() else "mojo")
+
+
 def _mojo_version():
-    mojo = shutil.which("mojo")
-    if mojo is None:
+    try:
+        out = subprocess.run([_mojo(), "--version"], capture_output=True, text=True).stdout
+    except OSError:
         return None
-    out = subprocess.run([mojo, "--version"], capture_output=True, text=True).stdout
     return out.split()[1] if out.startswith("Mojo") else None
 
 
@@ -94,7 +102,7 @@ def test_mojo_starter_builds_for_hopper(folder, tmp_path):
     library = tmp_path / "libstarter.so"
     result = subprocess.run(
         [
-            "mojo",
+            _mojo(),
             "build",
             "--emit",
             "shared-lib",
