@@ -173,7 +173,7 @@ def judge(args, console: Console) -> ExitCode:
                 challenge, folder.path, adapter.name, artifact, device, Path(workdir), args.timeout
             )
             try:
-                _run_tests(session, challenge, args.action, seed, report)
+                _run_tests(session, challenge, args, seed, report)
             finally:
                 session.close()
         if session.load_failure is not None:
@@ -186,10 +186,12 @@ def judge(args, console: Console) -> ExitCode:
     return exit_code
 
 
-def _run_tests(session: Session, challenge, action: str, seed: int, report: Report):
+def _run_tests(session: Session, challenge, args, seed: int, report: Report):
+    """The tests of ``args.action``, in order, appended to ``report``."""
     import torch
 
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the generators draw from the global RNG
+    action = args.action
     if action == "run":
         example = challenge.generate_example_test()
         report.tests.append(session.run_test("example", "example", example, seed, True))
@@ -199,7 +201,7 @@ def _run_tests(session: Session, challenge, action: str, seed: int, report: Repo
         for index, (name, test) in enumerate(zip(names, functional)):
             report.tests.append(session.run_test(name, "functional", test, seed + index))
     if action in ("submit", "bench"):
-        report.performance = session.run_performance(seed)
+        report.performance = session.run_performance(seed, args.budget)
 
 
 def main(argv=None) -> int:

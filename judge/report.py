@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+import numpy
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -115,14 +116,22 @@ def render(report: Report, console: Console):
                 console.print(test.detail, markup=False, highlight=False)
         for test in report.tests:
             if test.expected is not None:
-                console.print(f"inputs: {test.sizes}", markup=False, highlight=False)
-                console.print(f"expected: {test.expected}", markup=False, highlight=False)
-                console.print(f"actual:   {test.actual}", markup=False, highlight=False)
+                _render_values(test, console)
 
     if report.performance is not None:
         _render_performance(report.performance, console)
     passed, failed = report.counts
     console.print(f"{passed} passed, {failed} failed", highlight=False)
+
+
+def _render_values(test: TestResult, console: Console):
+    console.print("inputs:", ", ".join(f"{k}={v}" for k, v in test.sizes.items()), markup=False)
+    for name in test.expected:
+        for label, values in (("expected", test.expected), ("actual", test.actual)):
+            text = numpy.array2string(
+                numpy.asarray(values[name]), precision=4, suppress_small=True, max_line_width=140
+            )
+            console.print(f"{label} {name}:\n{text}", markup=False, highlight=False)
 
 
 def _render_performance(perf: PerformanceResult, console: Console):
