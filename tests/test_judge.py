@@ -133,7 +133,7 @@ def test_run_shows_sizes_expected_and_actual_and_seed_replays():
     assert code == 0 and report["seed"] == 1234 and "--seed 1234" in output
     (example,) = report["tests"]
     assert example["expected"] and example["actual"] and "K_int8" in example["sizes"]
-    assert "expected:" in output and "actual:" in output
+    assert "expected output:" in output and "actual output:" in output
     _, again, _ = judge(
         "96", "--device", "cpu", "--action", "submit", "--solution", solution, "--seed", "77"
     )
