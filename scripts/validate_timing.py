@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
 NCU_CALLS = 7
+BUSY_FLUSHES = 20  # ~1 ms of reads before each profiled call
 
 
 def bench_medians(solution: Path, number: str, repeats: int):
@@ -75,7 +76,8 @@ def ncu_driver(solution: Path, number: str):
     args = [kwargs[p.name].data_ptr() if p.is_pointer else kwargs[p.name] for p in params]
     flush = L2Flusher()
     for _ in range(NCU_CALLS):
-        flush()
+        for _ in range(BUSY_FLUSHES):  # keep the GPU busy, as between the judge's samples
+            flush()
         torch.cuda.synchronize()
         torch.cuda.nvtx.range_push("solve")
         solve(*args)
