@@ -10,7 +10,7 @@ from test_judge import FIXTURES, SOLUTIONS, judge
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
 
-SOLUTION_FILES = sorted(str(p.relative_to(SOLUTIONS)) for p in SOLUTIONS.glob("*/solution.*"))
+SOLUTION_FILES = sorted(str(p.relative_to(SOLUTIONS)) for p in SOLUTIONS.glob("*/*.*"))
 
 
 @pytest.mark.parametrize("solution", SOLUTION_FILES)

@@ -238,7 +238,7 @@ class TestCudaBuildVerdicts:
     @requires_nvcc
     def test_solutions_and_gpu_fixtures_build(self, tmp_path):
         for source in [
-            *SOLUTIONS.glob("96_*/solution.cu"),
+            *SOLUTIONS.glob("96_*/*.cu"),
             FIXTURES / "out_of_bounds.cu",
             FIXTURES / "other_stream.cu",
             FIXTURES / "illegal_address.cu",
