@@ -35,6 +35,7 @@ class ExitCode(enum.IntEnum):
     TEST_FAILED = 1  # a test got a verdict other than PASS
     BAD_USAGE = 2  # bad arguments, unknown challenge, missing file or toolchain
     BUILD_FAILED = 3  # the submission did not build or does not declare solve as required
+    INTERNAL_ERROR = 4  # the judge or the challenge itself failed: a bug to report
 
 
 class UsageError(Exception):
@@ -225,6 +226,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted", style="red")
         return ExitCode.BAD_USAGE
+    except Exception as error:  # never a traceback: say what failed and where to report it
+        console.print(
+            f"internal error: {error!r}; the submission was not judged. Please report "
+            "it with the command line and the seed.",
+            style="red",
+            markup=False,
+        )
+        return ExitCode.INTERNAL_ERROR
 
 
 if __name__ == "__main__":

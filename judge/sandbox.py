@@ -108,9 +108,14 @@ class Worker:
         except Exception as exc:  # garbage on the pipe: the submission wrote to it
             self.kill()
             raise SubmissionFailure(Verdict.CRASH, f"the worker's reply was corrupt ({exc!r})")
-        if not isinstance(reply, tuple) or not reply:
+        well_formed = (
+            isinstance(reply, tuple) and reply and (reply[0] != "error" or len(reply) == 3)
+        )
+        if not well_formed:
             self.kill()
-            raise SubmissionFailure(Verdict.CRASH, f"the worker's reply was corrupt: {reply!r}")
+            raise SubmissionFailure(
+                Verdict.CRASH, f"the worker's reply was corrupt: {reply!r:.200}"
+            )
         if reply[0] == "error":
             _, kind, text = reply
             tail = self.log_tail()

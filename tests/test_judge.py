@@ -330,3 +330,18 @@ def test_fixture_docstrings_name_their_verdicts():
     for fixture, _, verdict, _ in PYTHON_FIXTURES:
         doc = (FIXTURES / fixture).read_text()
         assert verdict in doc, textwrap.shorten(f"{fixture} should say it gets {verdict}", 80)
+
+
+def test_a_broken_challenge_is_an_internal_error_not_a_traceback(tmp_path):
+    folder = tmp_path / "challenges" / "easy" / "2_broken_generator"
+    folder.mkdir(parents=True)
+    broken = LEGACY_CHALLENGE.replace(
+        "    def generate_example_test(self):\n",
+        "    def generate_example_test(self):\n        raise KeyError('oops')\n",
+    )
+    (folder / "challenge.py").write_text(broken)
+    solution = tmp_path / "scale.py"
+    solution.write_text("import torch\n\n\ndef solve(x, y, N):\n    torch.mul(x, 3.0, out=y)\n")
+    code, _, output = judge(folder, "--device", "cpu", "--solution", solution)
+    assert code == 4 and "internal error: KeyError('oops')" in output
+    assert "Traceback" not in output
