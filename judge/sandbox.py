@@ -5,7 +5,6 @@ import enum
 import os
 import signal
 from pathlib import Path
-from typing import Optional
 
 import torch.multiprocessing as mp
 
@@ -180,11 +179,3 @@ class Worker:
                 pass
             self.process.join(timeout=5)
         self.kill()
-
-
-def start_worker(*args, **kwargs) -> "tuple[Optional[Worker], Optional[SubmissionFailure]]":
-    """``Worker(...)``, or the failure that kept it from loading the submission."""
-    try:
-        return Worker(*args, **kwargs), None
-    except SubmissionFailure as failure:
-        return None, failure

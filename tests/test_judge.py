@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import requires_cuda, requires_nvcc
 
-from judge.challenges import REPO_ROOT
+from judge.challenges import REPO_ROOT, load_challenge
 from judge.compare import compare_output
 from judge.languages import detect_language
 from judge.languages.base import BuildError
@@ -110,8 +110,10 @@ def test_python_interface_errors_are_build_errors(fixture):
     [
         "95_decode_phase_attention/solution.pytorch.py",
         "95_decode_phase_attention/solution.triton.py",
+        "95_decode_phase_attention/editorial.triton.py",
         "96_int8_kv_cache_attention/solution.pytorch.py",
         "96_int8_kv_cache_attention/solution.triton.py",
+        "96_int8_kv_cache_attention/editorial.triton.py",
     ],
 )
 def test_cpu_solutions_pass_submit(solution):
@@ -213,9 +215,9 @@ def test_older_public_challenge_with_declarative_specs_runs_unchanged(tmp_path):
 
 class TestCudaBuildVerdicts:
     params = parse_signature(
-        __import__("judge.challenges", fromlist=["x"])
-        .load_challenge(REPO_ROOT / "challenges/medium/96_int8_kv_cache_attention", "cpu")
-        .get_solve_signature()
+        load_challenge(
+            REPO_ROOT / "challenges/medium/96_int8_kv_cache_attention", "cpu"
+        ).get_solve_signature()
     )
 
     def build(self, name, tmp_path):
@@ -236,14 +238,16 @@ class TestCudaBuildVerdicts:
             self.build("wrong_parameters.cu", tmp_path)
 
     @requires_nvcc
-    def test_solutions_and_gpu_fixtures_build(self, tmp_path):
-        for source in [
-            *SOLUTIONS.glob("96_*/*.cu"),
-            FIXTURES / "out_of_bounds.cu",
-            FIXTURES / "other_stream.cu",
-            FIXTURES / "illegal_address.cu",
-        ]:
-            assert CudaLanguage().build(source, self.params, tmp_path).is_file()
+    def test_gpu_fixtures_build(self, tmp_path):
+        for name in ("out_of_bounds.cu", "other_stream.cu", "illegal_address.cu", "hangs.cu"):
+            assert self.build(name, tmp_path).is_file()
+
+    @requires_nvcc
+    @pytest.mark.parametrize("source", sorted(SOLUTIONS.glob("*/*.cu")), ids=lambda p: p.name)
+    def test_cuda_solutions_build(self, source, tmp_path):
+        challenge = load_challenge(REPO_ROOT / "challenges" / "medium" / source.parent.name, "cpu")
+        params = parse_signature(challenge.get_solve_signature())
+        assert CudaLanguage().build(source, params, tmp_path).is_file()
 
 
 class TestCompare:

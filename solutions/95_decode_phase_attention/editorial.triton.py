@@ -22,9 +22,18 @@ import triton.language as tl
 
 @triton.jit
 def split_kernel(
-    Q, K, V,  # Q (B, Hq, D); K/V (B, Hkv, S, D); float32
-    PartOut, PartLse,  # partials: (B * Hq, splits, D) and (B * Hq, splits)
-    num_q_heads, num_kv_heads, cache_len, head_dim, group, tokens_per_split, splits,  # sizes
+    Q,
+    K,
+    V,  # Q (B, Hq, D); K/V (B, Hkv, S, D); float32
+    PartOut,
+    PartLse,  # partials: (B * Hq, splits, D) and (B * Hq, splits)
+    num_q_heads,
+    num_kv_heads,
+    cache_len,
+    head_dim,
+    group,
+    tokens_per_split,
+    splits,  # sizes
     scale_log2,  # log2(e) / sqrt(head_dim)
     BLOCK_G: tl.constexpr,  # query heads per program (16: the smallest tensor-core tile)
     BLOCK_N: tl.constexpr,  # tokens per tile
@@ -66,15 +75,19 @@ def split_kernel(
         row_sum = row_sum * rescale + tl.sum(p, axis=1)
         m = m_new
     parts = q_rows * splits + split
-    tl.store(PartOut + parts[:, None] * head_dim + dims[None, :], acc / row_sum[:, None],
-             mask=q_tile_ok)
+    tl.store(
+        PartOut + parts[:, None] * head_dim + dims[None, :], acc / row_sum[:, None], mask=q_tile_ok
+    )
     tl.store(PartLse + parts, m + tl.log2(row_sum), mask=head_ok)
 
 
 @triton.jit
 def merge_kernel(
-    PartOut, PartLse, Out,  # partials as above; Out (B * Hq, D)
-    head_dim, splits,  # sizes
+    PartOut,
+    PartLse,
+    Out,  # partials as above; Out (B * Hq, D)
+    head_dim,
+    splits,  # sizes
     BLOCK_S: tl.constexpr,  # splits rounded up to a power of two
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
 ):
@@ -126,13 +139,30 @@ def solve(
     part_out = torch.empty(rows, splits, head_dim, device=Q.device, dtype=torch.float32)
     part_lse = torch.empty(rows, splits, device=Q.device, dtype=torch.float32)
     split_kernel[(splits, pairs, triton.cdiv(group, BLOCK_G))](
-        Q, K, V, part_out, part_lse,
-        num_q_heads, num_kv_heads, cache_len, head_dim, group, tokens_per_split, splits,
+        Q,
+        K,
+        V,
+        part_out,
+        part_lse,
+        num_q_heads,
+        num_kv_heads,
+        cache_len,
+        head_dim,
+        group,
+        tokens_per_split,
+        splits,
         1.4426950408889634 / math.sqrt(head_dim),
-        BLOCK_G=BLOCK_G, BLOCK_N=block_n, BLOCK_D=block_d,
+        BLOCK_G=BLOCK_G,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
         num_stages=2 if block_d > 128 else 3,  # K and V tiles of 256 columns fill shared memory
     )
     merge_kernel[(rows,)](
-        part_out, part_lse, output, head_dim, splits,
-        BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d,
+        part_out,
+        part_lse,
+        output,
+        head_dim,
+        splits,
+        BLOCK_S=triton.next_power_of_2(splits),
+        BLOCK_D=block_d,
     )

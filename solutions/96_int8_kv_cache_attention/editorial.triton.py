@@ -20,9 +20,17 @@ import triton.language as tl
 
 @triton.jit
 def split_kernel(
-    Q, K, V, KScale, VScale,  # Q (H, D) f32; K/V (H, S, D) int8; scales (H, S) f32
-    PartOut, PartLse,  # partials: (H, splits, D) and (H, splits), f32
-    seq_len, head_dim, tokens_per_split, splits,  # sizes
+    Q,
+    K,
+    V,
+    KScale,
+    VScale,  # Q (H, D) f32; K/V (H, S, D) int8; scales (H, S) f32
+    PartOut,
+    PartLse,  # partials: (H, splits, D) and (H, splits), f32
+    seq_len,
+    head_dim,
+    tokens_per_split,
+    splits,  # sizes
     scale_log2,  # log2(e) / sqrt(head_dim)
     BLOCK_N: tl.constexpr,  # tokens per tile
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
@@ -62,8 +70,11 @@ def split_kernel(
 
 @triton.jit
 def merge_kernel(
-    PartOut, PartLse, Out,  # partials as above; Out (H, D)
-    head_dim, splits,  # sizes
+    PartOut,
+    PartLse,
+    Out,  # partials as above; Out (H, D)
+    head_dim,
+    splits,  # sizes
     BLOCK_S: tl.constexpr,  # splits rounded up to a power of two
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
 ):
@@ -111,12 +122,27 @@ def solve(
     part_lse = torch.empty(num_heads, splits, device=Q.device, dtype=torch.float32)
     block_d = triton.next_power_of_2(head_dim)
     split_kernel[(splits, num_heads)](
-        Q, K_int8, V_int8, k_scale, v_scale, part_out, part_lse,
-        seq_len, head_dim, tokens_per_split, splits,
+        Q,
+        K_int8,
+        V_int8,
+        k_scale,
+        v_scale,
+        part_out,
+        part_lse,
+        seq_len,
+        head_dim,
+        tokens_per_split,
+        splits,
         1.4426950408889634 / math.sqrt(head_dim),
-        BLOCK_N=BLOCK_N, BLOCK_D=block_d,
+        BLOCK_N=BLOCK_N,
+        BLOCK_D=block_d,
     )
     merge_kernel[(num_heads,)](
-        part_out, part_lse, output, head_dim, splits,
-        BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d,
+        part_out,
+        part_lse,
+        output,
+        head_dim,
+        splits,
+        BLOCK_S=triton.next_power_of_2(splits),
+        BLOCK_D=block_d,
     )
