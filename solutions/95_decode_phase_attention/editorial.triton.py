@@ -22,18 +22,18 @@ import triton.language as tl
 
 @triton.jit
 def split_kernel(
-    Q,
-    K,
-    V,  # Q (B, Hq, D); K/V (B, Hkv, S, D); float32
-    PartOut,
-    PartLse,  # partials: (B * Hq, splits, D) and (B * Hq, splits)
-    num_q_heads,
-    num_kv_heads,
-    cache_len,
-    head_dim,
-    group,
-    tokens_per_split,
-    splits,  # sizes
+    Q,  # (B, Hq, D) float32
+    K,  # (B, Hkv, S, D) float32
+    V,  # (B, Hkv, S, D) float32
+    PartOut,  # (B * Hq, splits, D): each chunk's normalized output
+    PartLse,  # (B * Hq, splits): each chunk's log2-sum-exp2
+    num_q_heads,  # Hq
+    num_kv_heads,  # Hkv
+    cache_len,  # S
+    head_dim,  # D
+    group,  # Hq / Hkv: query heads per KV head
+    tokens_per_split,  # tokens per chunk, a multiple of BLOCK_N
+    splits,  # chunks per (batch, KV head)
     scale_log2,  # log2(e) / sqrt(head_dim)
     BLOCK_G: tl.constexpr,  # query heads per program (16: the smallest tensor-core tile)
     BLOCK_N: tl.constexpr,  # tokens per tile
@@ -83,11 +83,11 @@ def split_kernel(
 
 @triton.jit
 def merge_kernel(
-    PartOut,
-    PartLse,
-    Out,  # partials as above; Out (B * Hq, D)
-    head_dim,
-    splits,  # sizes
+    PartOut,  # (B * Hq, splits, D)
+    PartLse,  # (B * Hq, splits)
+    Out,  # (B * Hq, D)
+    head_dim,  # D
+    splits,  # chunks per output row
     BLOCK_S: tl.constexpr,  # splits rounded up to a power of two
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
 ):

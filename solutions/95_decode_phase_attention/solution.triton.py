@@ -17,14 +17,14 @@ import triton.language as tl
 
 @triton.jit
 def decode_attention_kernel(
-    Q,
-    K,
-    V,
-    Out,  # pointers: Q/Out (B, Hq, D), K/V (B, Hkv, S, D), contiguous float32
-    num_q_heads,
-    num_kv_heads,
-    cache_len,
-    head_dim,  # sizes
+    Q,  # (B, Hq, D) float32
+    K,  # (B, Hkv, S, D) float32
+    V,  # (B, Hkv, S, D) float32
+    Out,  # (B, Hq, D) float32
+    num_q_heads,  # Hq
+    num_kv_heads,  # Hkv
+    cache_len,  # S
+    head_dim,  # D
     scale,  # 1 / sqrt(head_dim), folded into the query
     BLOCK_N: tl.constexpr,  # tokens per tile
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two

@@ -20,17 +20,17 @@ import triton.language as tl
 
 @triton.jit
 def split_kernel(
-    Q,
-    K,
-    V,
-    KScale,
-    VScale,  # Q (H, D) f32; K/V (H, S, D) int8; scales (H, S) f32
-    PartOut,
-    PartLse,  # partials: (H, splits, D) and (H, splits), f32
-    seq_len,
-    head_dim,
-    tokens_per_split,
-    splits,  # sizes
+    Q,  # (H, D) float32
+    K,  # (H, S, D) int8
+    V,  # (H, S, D) int8
+    KScale,  # (H, S) float32, one per cached key
+    VScale,  # (H, S) float32, one per cached value
+    PartOut,  # (H, splits, D): each chunk's normalized output
+    PartLse,  # (H, splits): each chunk's log2-sum-exp2
+    seq_len,  # S
+    head_dim,  # D
+    tokens_per_split,  # tokens per chunk, a multiple of BLOCK_N
+    splits,  # chunks per head
     scale_log2,  # log2(e) / sqrt(head_dim)
     BLOCK_N: tl.constexpr,  # tokens per tile
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
@@ -70,11 +70,11 @@ def split_kernel(
 
 @triton.jit
 def merge_kernel(
-    PartOut,
-    PartLse,
-    Out,  # partials as above; Out (H, D)
-    head_dim,
-    splits,  # sizes
+    PartOut,  # (H, splits, D)
+    PartLse,  # (H, splits)
+    Out,  # (H, D)
+    head_dim,  # D
+    splits,  # chunks per head
     BLOCK_S: tl.constexpr,  # splits rounded up to a power of two
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
 ):

@@ -15,14 +15,14 @@ import triton.language as tl
 
 @triton.jit
 def int8_attention_kernel(
-    Q,
-    K,
-    V,
-    KScale,
-    VScale,
-    Out,  # Q/Out (H, D) float32; K/V (H, S, D) int8; scales (H, S)
-    seq_len,
-    head_dim,  # sizes
+    Q,  # (H, D) float32
+    K,  # (H, S, D) int8
+    V,  # (H, S, D) int8
+    KScale,  # (H, S) float32, one per cached key
+    VScale,  # (H, S) float32, one per cached value
+    Out,  # (H, D) float32
+    seq_len,  # S
+    head_dim,  # D
     scale,  # 1 / sqrt(head_dim)
     BLOCK_N: tl.constexpr,  # tokens per tile
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
