@@ -130,13 +130,15 @@ def _language_for(path: Path, requested: Optional[str], device: str):
     if language is None:
         raise UsageError(f"cannot tell the language of {path}; pass --language")
     if language in PLANNED:
-        raise UsageError(f"{language} submissions are not judged yet; use cuda, pytorch or triton")
+        raise UsageError(
+            f"{language} submissions are not judged yet; use cuda, pytorch, triton or jax"
+        )
     adapter = LANGUAGES[language]
     missing = adapter.missing_toolchain()
     if missing:
         raise UsageError(missing)
     if device == "cpu" and not adapter.runs_on_cpu:
-        raise UsageError(f"{language} needs an NVIDIA GPU; on a CPU, pytorch and triton run")
+        raise UsageError(f"{language} needs an NVIDIA GPU; on a CPU, pytorch, triton and jax run")
     return adapter
 
 

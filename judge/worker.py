@@ -54,10 +54,12 @@ def main(conn, language: str, artifact: str, challenge_folder: str, device: str,
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    # the judge, not the caller's environment, decides how Triton runs
+    # the judge, not the caller's environment, decides how Triton and JAX run
     os.environ.pop("TRITON_INTERPRET", None)
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # leave GPU memory to torch
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
+        os.environ["JAX_PLATFORMS"] = "cpu"
         resource.setrlimit(resource.RLIMIT_AS, (CPU_MEMORY_LIMIT_BYTES, CPU_MEMORY_LIMIT_BYTES))
 
     import torch

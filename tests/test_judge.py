@@ -56,6 +56,7 @@ PYTHON_FIXTURES = [
     ("hangs.pytorch.py", "run", "TIMEOUT", "example"),
     ("allocates_without_end.pytorch.py", "run", "OUT OF MEMORY", "example"),
     ("cheat_patch_judge.pytorch.py", "run", "WRONG ANSWER", "example"),
+    ("wrong_result.jax.py", "run", "WRONG ANSWER", "example"),
 ]
 
 
@@ -98,7 +99,10 @@ def test_nan_fixture_reports_non_finite_values():
     assert failed["comparisons"][0]["first_mismatch"] is not None
 
 
-@pytest.mark.parametrize("fixture", ["missing_solve.pytorch.py", "wrong_parameters.pytorch.py"])
+@pytest.mark.parametrize(
+    "fixture",
+    ["missing_solve.pytorch.py", "wrong_parameters.pytorch.py", "wrong_parameters.jax.py"],
+)
 def test_python_interface_errors_are_build_errors(fixture):
     code, report, output = judge("96", "--device", "cpu", "--solution", FIXTURES / fixture)
     assert code == 3 and report["build_error"], output
@@ -114,6 +118,8 @@ def test_python_interface_errors_are_build_errors(fixture):
         "96_int8_kv_cache_attention/solution.pytorch.py",
         "96_int8_kv_cache_attention/solution.triton.py",
         "96_int8_kv_cache_attention/editorial.triton.py",
+        "95_decode_phase_attention/solution.jax.py",
+        "96_int8_kv_cache_attention/solution.jax.py",
     ],
 )
 def test_cpu_solutions_pass_submit(solution):
@@ -322,6 +328,13 @@ def test_language_detection(tmp_path, name, text, language):
     path = tmp_path / name
     path.write_text(text)
     assert detect_language(path) == language
+
+
+def test_jax_starter_returning_nothing_is_a_runtime_error():
+    starter = REPO_ROOT / "challenges/medium/96_int8_kv_cache_attention/starter/starter.jax.py"
+    code, report, output = judge("96", "--device", "cpu", "--solution", starter)
+    assert code == 1 and report["tests"][0]["verdict"] == "RUNTIME ERROR", output
+    assert "return the output as a jax.Array" in report["tests"][0]["detail"]
 
 
 def test_starter_source_is_not_judged_as_correct(tmp_path):
