@@ -131,7 +131,7 @@ def _language_for(path: Path, requested: Optional[str], device: str):
         raise UsageError(f"cannot tell the language of {path}; pass --language")
     if language in PLANNED:
         raise UsageError(
-            f"{language} submissions are not judged yet; use cuda, pytorch, triton or jax"
+            f"{language} submissions are not judged yet; use cuda, pytorch, triton, jax or mojo"
         )
     adapter = LANGUAGES[language]
     missing = adapter.missing_toolchain()

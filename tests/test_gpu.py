@@ -8,6 +8,8 @@ import pytest
 from conftest import requires_cuda
 from test_judge import FIXTURES, SOLUTIONS, judge
 
+from judge.languages import LANGUAGES, detect_language
+
 pytestmark = [pytest.mark.gpu, requires_cuda]
 
 SOLUTION_FILES = sorted(str(p.relative_to(SOLUTIONS)) for p in SOLUTIONS.glob("*/*.*"))
@@ -15,6 +17,9 @@ SOLUTION_FILES = sorted(str(p.relative_to(SOLUTIONS)) for p in SOLUTIONS.glob("*
 
 @pytest.mark.parametrize("solution", SOLUTION_FILES)
 def test_solution_passes_submit_on_the_gpu(solution):
+    missing = LANGUAGES[detect_language(SOLUTIONS / solution)].missing_toolchain()
+    if missing:
+        pytest.skip(missing)
     code, report, output = judge(
         solution[:2],
         "--device",
@@ -82,3 +87,12 @@ def test_a_crashed_worker_is_replaced_for_the_next_test():
     )
     assert code == 1
     assert all(t["verdict"] == "CUDA ERROR" for t in report["tests"]), output
+
+
+@pytest.mark.skipif(
+    LANGUAGES["mojo"].missing_toolchain() is not None, reason="Mojo 0.26.2.0 is not installed"
+)
+def test_a_raising_mojo_solve_reports_its_message():
+    code, report, output = judge("96", "--device", "cuda", "--solution", FIXTURES / "raises.mojo")
+    assert code == 1 and report["tests"][0]["verdict"] == "RUNTIME ERROR", output
+    assert "solve raised: this kernel is not written yet" in report["tests"][0]["detail"]

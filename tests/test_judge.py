@@ -12,7 +12,7 @@ from conftest import requires_cuda, requires_nvcc
 
 from judge.challenges import REPO_ROOT, load_challenge
 from judge.compare import compare_output
-from judge.languages import detect_language
+from judge.languages import LANGUAGES, detect_language
 from judge.languages.base import BuildError
 from judge.languages.cuda import CudaLanguage
 from judge.signature import parse_signature
@@ -254,6 +254,43 @@ class TestCudaBuildVerdicts:
         challenge = load_challenge(REPO_ROOT / "challenges" / "medium" / source.parent.name, "cpu")
         params = parse_signature(challenge.get_solve_signature())
         assert CudaLanguage().build(source, params, tmp_path).is_file()
+
+
+class TestMojoBuild:
+    """Builds with the pinned release (0.26.2.0) for sm_90 on a machine without a GPU; the
+    libraries it makes ran on an H200 (see the GPU tests)."""
+
+    language = LANGUAGES["mojo"]
+    pytestmark = pytest.mark.skipif(
+        LANGUAGES["mojo"].missing_toolchain() is not None,
+        reason="Mojo 0.26.2.0 is not installed (pip install -e .[mojo])",
+    )
+
+    @pytest.mark.parametrize("source", sorted(SOLUTIONS.glob("*/*.mojo")), ids=lambda p: p.name)
+    def test_mojo_solutions_build(self, source, tmp_path):
+        challenge = load_challenge(REPO_ROOT / "challenges" / "medium" / source.parent.name, "cpu")
+        params = parse_signature(challenge.get_solve_signature())
+        library = self.language.build(source, params, tmp_path)
+        assert (
+            " T solve"
+            in subprocess.run(["nm", "-D", str(library)], capture_output=True, text=True).stdout
+        )
+
+    def test_compile_error_names_file_and_line(self, tmp_path):
+        with pytest.raises(BuildError, match=r"compile_error\.mojo:17:13: error"):
+            self.language.build(
+                FIXTURES / "compile_error.mojo", TestCudaBuildVerdicts.params, tmp_path
+            )
+
+    def test_mojo_needs_a_gpu_to_run(self):
+        code, _, output = judge(
+            "96",
+            "--device",
+            "cpu",
+            "--solution",
+            SOLUTIONS / "96_int8_kv_cache_attention" / "solution.mojo",
+        )
+        assert code == 2 and "mojo needs an NVIDIA GPU" in output
 
 
 class TestCompare:

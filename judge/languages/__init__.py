@@ -7,13 +7,21 @@ from typing import Dict, Optional
 from judge.languages.base import BuildError, Language
 from judge.languages.cuda import CudaLanguage
 from judge.languages.jax import JaxLanguage
+from judge.languages.mojo import MojoLanguage
 from judge.languages.pytorch import PyTorchLanguage
 from judge.languages.triton import TritonLanguage
 
 LANGUAGES: Dict[str, Language] = {
-    lang.name: lang for lang in (CudaLanguage(), PyTorchLanguage(), TritonLanguage(), JaxLanguage())
+    lang.name: lang
+    for lang in (
+        CudaLanguage(),
+        PyTorchLanguage(),
+        TritonLanguage(),
+        JaxLanguage(),
+        MojoLanguage(),
+    )
 }
-PLANNED = ("cute", "mojo")  # named by the CLI, not yet judged here
+PLANNED = ("cute",)  # named by the CLI, not yet judged here
 
 __all__ = ["BuildError", "LANGUAGES", "Language", "PLANNED", "detect_language"]
 
