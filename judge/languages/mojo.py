@@ -75,10 +75,13 @@ def runtime_dir() -> Optional[Path]:
 
 
 class _Error(ctypes.Structure):
+    """The buffer ``solve`` writes a raised error into: its first fields are the message
+    pointer and length; the rest is room for whatever else the runtime stores there."""
+
     _fields_ = [
         ("message", ctypes.c_void_p),
         ("length", ctypes.c_int64),
-        ("rest", ctypes.c_byte * 48),
+        ("rest", ctypes.c_byte * 240),
     ]
 
 
