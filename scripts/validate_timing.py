@@ -56,8 +56,6 @@ def bench_medians(solution: Path, number: str, repeats: int):
 
 def ncu_driver(solution: Path, number: str):
     """Run under ncu: call solve NCU_CALLS times inside an NVTX range named 'solve'."""
-    import ctypes
-
     import torch
 
     from judge.challenges import find_challenge, load_challenge
@@ -69,18 +67,16 @@ def ncu_driver(solution: Path, number: str):
 
     challenge = load_challenge(find_challenge(number), "cuda")
     params = parse_signature(challenge.get_solve_signature())
-    library = CudaLanguage().build(solution, params, Path(tempfile.mkdtemp()))
-    solve = ctypes.CDLL(str(library)).solve
-    solve.argtypes = [ctypes.c_void_p if p.is_pointer else p.ctype for p in params]
+    language = CudaLanguage()
+    call = language.load(language.build(solution, params, Path(tempfile.mkdtemp())), params, "cuda")
     kwargs = materialize_test(challenge.generate_performance_test(), "cuda", seed=0)
-    args = [kwargs[p.name].data_ptr() if p.is_pointer else kwargs[p.name] for p in params]
     flush = L2Flusher()
     for _ in range(NCU_CALLS):
         for _ in range(BUSY_FLUSHES):  # keep the GPU busy, as between the judge's samples
             flush()
         torch.cuda.synchronize()
         torch.cuda.nvtx.range_push("solve")
-        solve(*args)
+        call(kwargs)
         torch.cuda.synchronize()
         torch.cuda.nvtx.range_pop()
 

@@ -2,16 +2,13 @@
 
 import importlib.util
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import requires_nvcc
 
-MOJO_RELEASE = "0.26.2.0"
+from judge.languages.mojo import RELEASE, MojoLanguage, mojo_command
 
 
 def import_file(path):
@@ -80,29 +77,15 @@ def test_cuda_starter_compiles(folder, tmp_path):
     assert " T solve" in symbols, "solve must be exported with C linkage"
 
 
-def _mojo() -> str:
-    """The mojo command: on PATH, or installed by pip beside this Python."""
-    beside = Path(sys.executable).parent / "mojo"
-    return shutil.which("mojo") or (str(beside) if beside.is_file() else "mojo")
-
-
-def _mojo_version():
-    try:
-        out = subprocess.run([_mojo(), "--version"], capture_output=True, text=True).stdout
-    except OSError:
-        return None
-    return out.split()[1] if out.startswith("Mojo") else None
-
-
 @pytest.mark.skipif(
-    _mojo_version() != MOJO_RELEASE,
-    reason=f"Mojo {MOJO_RELEASE} is not installed (pip install -e .[mojo])",
+    MojoLanguage().missing_toolchain() is not None,
+    reason=f"Mojo {RELEASE} is not installed (pip install -e .[mojo])",
 )
 def test_mojo_starter_builds_for_hopper(folder, tmp_path):
     library = tmp_path / "libstarter.so"
     result = subprocess.run(
         [
-            _mojo(),
+            mojo_command(),
             "build",
             "--emit",
             "shared-lib",

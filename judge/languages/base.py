@@ -1,5 +1,7 @@
 """The interface every language adapter implements, and what they share."""
 
+import ctypes
+import hashlib
 import importlib.util
 import sys
 from abc import ABC, abstractmethod
@@ -108,3 +110,34 @@ class PythonLanguage(Language):
     def load(self, artifact, params, device):
         solve = import_solve(artifact)
         return lambda kwargs: solve(**kwargs)
+
+
+def cached_library(source: Path, workdir: Path, salt: str) -> Path:
+    """Where the shared library built from ``source`` goes: named by a hash of the source and
+    ``salt`` (compiler release, target), so an unchanged submission is not rebuilt."""
+    digest = hashlib.sha256(source.read_bytes() + salt.encode()).hexdigest()[:16]
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir / f"solve_{digest}.so"
+
+
+def ctypes_argtypes(params: List[Param]) -> list:
+    """ctypes argument types of ``solve``: device pointers as void*, scalars as declared."""
+    return [ctypes.c_void_p if p.is_pointer else p.ctype for p in params]
+
+
+def ctypes_arguments(params: List[Param], kwargs: Dict[str, object]) -> list:
+    """``solve``'s arguments for ctypes: each tensor's device address, each scalar as is.
+
+    Raises:
+        TypeError: a tensor is not contiguous or not of the signature's dtype.
+    """
+    args = []
+    for p in params:
+        value = kwargs[p.name]
+        if p.is_pointer:
+            if value.dtype != p.torch_dtype or not value.is_contiguous():
+                raise TypeError(f"{p.name}: a contiguous {p.torch_dtype} tensor is needed")
+            args.append(value.data_ptr())
+        else:
+            args.append(value)
+    return args

@@ -2,7 +2,6 @@
 called through ctypes with device pointers and C integers."""
 
 import ctypes
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +9,14 @@ from typing import List, Optional
 
 import torch
 
-from judge.languages.base import BuildError, Language, check_declared_parameters
+from judge.languages.base import (
+    BuildError,
+    Language,
+    cached_library,
+    check_declared_parameters,
+    ctypes_argtypes,
+    ctypes_arguments,
+)
 from judge.signature import Param
 
 SUPPORT_SOURCE = Path(__file__).with_name("cuda_support.cu")
@@ -55,11 +61,9 @@ class CudaLanguage(Language):
     def build(self, source: Path, params: List[Param], workdir: Path) -> Path:
         check_declared_parameters(source, self.expected_parameters(params))
         arch = gpu_arch()
-        digest = hashlib.sha256(source.read_bytes() + SUPPORT_SOURCE.read_bytes() + arch.encode())
-        library = workdir / f"solve_{digest.hexdigest()[:16]}.so"
+        library = cached_library(source, workdir, SUPPORT_SOURCE.read_text() + arch)
         if library.is_file():
             return library
-        workdir.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(nvcc_command(source, library, arch), capture_output=True, text=True)
         if result.returncode != 0:
             raise BuildError(f"nvcc failed (exit {result.returncode}):\n{result.stderr.strip()}")
@@ -75,23 +79,14 @@ class CudaLanguage(Language):
     def load(self, artifact: Path, params: List[Param], device: str):
         lib = ctypes.CDLL(str(artifact))
         solve = lib.solve
-        solve.argtypes = [ctypes.c_void_p if p.is_pointer else p.ctype for p in params]
+        solve.argtypes = ctypes_argtypes(params)
         solve.restype = None
         lib.judge_cuda_check.argtypes = [ctypes.c_char_p, ctypes.c_int]
         lib.judge_cuda_check.restype = ctypes.c_int
         message = ctypes.create_string_buffer(256)
 
         def call(kwargs):
-            args = []
-            for p in params:
-                value = kwargs[p.name]
-                if p.is_pointer:
-                    if value.dtype != p.torch_dtype or not value.is_contiguous():
-                        raise TypeError(f"{p.name}: a contiguous {p.torch_dtype} tensor is needed")
-                    args.append(value.data_ptr())
-                else:
-                    args.append(value)
-            solve(*args)
+            solve(*ctypes_arguments(params, kwargs))
 
         def check():
             code = lib.judge_cuda_check(message, len(message))

@@ -15,7 +15,6 @@ folder named by ``MOJO_RUNTIME_DIR`` holding copies of them.
 """
 
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,7 +22,14 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from judge.languages.base import BuildError, Language, check_declared_parameters
+from judge.languages.base import (
+    BuildError,
+    Language,
+    cached_library,
+    check_declared_parameters,
+    ctypes_argtypes,
+    ctypes_arguments,
+)
 from judge.signature import Param
 
 RELEASE = "0.26.2.0"
@@ -101,11 +107,9 @@ class MojoLanguage(Language):
     def build(self, source: Path, params: List[Param], workdir: Path) -> Path:
         check_declared_parameters(source, self.expected_parameters(params))
         arch = target_accelerator()
-        digest = hashlib.sha256(source.read_bytes() + f"{RELEASE}{arch}".encode())
-        library = workdir / f"solve_{digest.hexdigest()[:16]}.so"
+        library = cached_library(source, workdir, RELEASE + arch)
         if library.is_file():
             return library
-        workdir.mkdir(parents=True, exist_ok=True)
         command = [
             mojo_command(),
             "build",
@@ -139,22 +143,12 @@ class MojoLanguage(Language):
         for name in RUNTIME_LIBRARIES:
             ctypes.CDLL(str(folder / name), mode=ctypes.RTLD_GLOBAL)
         solve = ctypes.CDLL(str(artifact)).solve
-        solve.argtypes = [ctypes.c_void_p if p.is_pointer else p.ctype for p in params]
-        solve.argtypes += [ctypes.POINTER(_Error)]
+        solve.argtypes = ctypes_argtypes(params) + [ctypes.POINTER(_Error)]
         solve.restype = ctypes.c_bool
 
         def call(kwargs):
-            args = []
-            for p in params:
-                value = kwargs[p.name]
-                if p.is_pointer:
-                    if value.dtype != p.torch_dtype or not value.is_contiguous():
-                        raise TypeError(f"{p.name}: a contiguous {p.torch_dtype} tensor is needed")
-                    args.append(value.data_ptr())
-                else:
-                    args.append(value)
             error = _Error()
-            if solve(*args, ctypes.byref(error)):
+            if solve(*ctypes_arguments(params, kwargs), ctypes.byref(error)):
                 raise RuntimeError(f"solve raised: {_message(error)}")
 
         return call
