@@ -18,14 +18,11 @@ from judge.challenges import (
     list_challenges,
     load_challenge,
 )
-from judge.languages import LANGUAGES, PLANNED, BuildError, detect_language
+from judge.languages import LANGUAGES, BuildError, detect_language
 from judge.report import Report, render
 from judge.session import ChallengeError, Session
 from judge.signature import parse_signature
 from judge.timing import CACHE_DIR
-
-ALL_LANGUAGES = ("cuda", "pytorch", "triton", "jax", "cute", "mojo")
-SUFFIX = {"cuda": ".cu", "mojo": ".mojo", **{n: f".{n}.py" for n in ALL_LANGUAGES[1:5]}}
 
 
 class ExitCode(enum.IntEnum):
@@ -55,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list the challenges and exit")
     parser.add_argument(
         "--language",
-        choices=ALL_LANGUAGES,
+        choices=list(LANGUAGES),
         help="default: inferred from the file's suffix, then its imports",
     )
     parser.add_argument(
@@ -97,13 +94,13 @@ def _find_solution(folder, language: Optional[str], given: Optional[Path]) -> Pa
         return given
     solution_dir = folder.path / "solution"
     if language is not None:
-        candidates = [solution_dir / f"solution{SUFFIX[language]}"]
+        candidates = [solution_dir / f"solution{LANGUAGES[language].suffix}"]
     else:
         candidates = sorted(solution_dir.glob("solution.*")) or [solution_dir / "solution.<ext>"]
     for path in candidates:
         if path.is_file():
             return path
-    suffix = SUFFIX[language or "cuda"]
+    suffix = LANGUAGES[language or "cuda"].suffix
     starter = folder.starter_dir / f"starter{suffix}"
     raise UsageError(
         f"no solution at {candidates[0]}; start from the starter:\n"
@@ -129,10 +126,6 @@ def _language_for(path: Path, requested: Optional[str], device: str):
     language = requested or detect_language(path)
     if language is None:
         raise UsageError(f"cannot tell the language of {path}; pass --language")
-    if language in PLANNED:
-        raise UsageError(
-            f"{language} submissions are not judged yet; use cuda, pytorch, triton, jax or mojo"
-        )
     adapter = LANGUAGES[language]
     missing = adapter.missing_toolchain()
     if missing:

@@ -6,7 +6,7 @@ shared memory itself and decides every verdict. Its stdout and stderr go to a lo
 a submission prints cannot pass for the judge's output.
 
 Messages, judge -> worker: ("run", kwargs), ("time",), ("sync_tail",), ("exit",).
-Worker -> judge: ("ready",), ("done",), ("timed", event_ms, tail_ms), ("sync_tail", ms),
+Worker -> judge: ("ready",), ("done",), ("timed", timing.Sample), ("sync_tail", ms),
 ("error", kind, text) where kind is one of ERROR_KINDS.
 """
 
@@ -23,10 +23,13 @@ CPU_MEMORY_LIMIT_BYTES = 16 * 2**30  # --device cpu only: CUDA needs a large add
 def _classify(exc: BaseException) -> str:
     import torch
 
+    from judge.languages.base import BuildError
     from judge.languages.cuda import CudaError
 
     if isinstance(exc, SystemExit):
         return "exit"
+    if isinstance(exc, BuildError):  # e.g. a CuTe DSL function compiled on its first call
+        return "build"
     text = str(exc)
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or any(
         phrase in text for phrase in ("out of memory", "can't allocate memory")
@@ -77,13 +80,7 @@ def main(conn, language: str, artifact: str, challenge_folder: str, device: str,
         params = parse_signature(load_challenge(challenge_folder, device).get_solve_signature())
         call = LANGUAGES[language].load(artifact, params, device)
     except BaseException as exc:  # a submission that fails to load is a verdict, not a crash
-        conn.send(
-            (
-                "error",
-                "build" if type(exc).__name__ == "BuildError" else _classify(exc),
-                _describe(exc),
-            )
-        )
+        conn.send(("error", _classify(exc), _describe(exc)))
         return
     check = getattr(call, "check", None)
 
@@ -105,10 +102,10 @@ def main(conn, language: str, artifact: str, challenge_folder: str, device: str,
                 conn.send(("done",))
             elif message[0] == "time":
                 flush = flush or L2Flusher()
-                event_ms, tail_ms = time_once(lambda: call(kwargs), flush)
+                sample = time_once(lambda: call(kwargs), flush)
                 if check is not None:
                     check()
-                conn.send(("timed", event_ms, tail_ms))
+                conn.send(("timed", sample))
             elif message[0] == "sync_tail":
                 conn.send(("sync_tail", sync_tail_ms()))
             else:

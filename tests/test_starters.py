@@ -8,7 +8,10 @@ import pytest
 import torch
 from conftest import requires_nvcc
 
+from judge.languages.base import import_solve
+from judge.languages.cute import compile_solve
 from judge.languages.mojo import RELEASE, MojoLanguage, mojo_command
+from judge.signature import parse_signature
 
 
 def import_file(path):
@@ -47,12 +50,14 @@ def test_jax_starter_runs_and_returns_no_output(folder, challenge):
     assert module.solve(**args) is None
 
 
-def test_cute_starter_imports(folder):
+def test_cute_starter_compiles(folder, challenge):
     pytest.importorskip(
         "cutlass.cute", reason="the cute extra (nvidia-cutlass-dsl) is not installed"
     )
-    module = import_file(folder.starter_dir / "starter.cute.py")
-    assert callable(module.solve)
+    path = folder.starter_dir / "starter.cute.py"
+    params = parse_signature(challenge.get_solve_signature())
+    compiled = compile_solve(import_solve(path), params, challenge.generate_example_test(), path)
+    assert callable(compiled)
 
 
 @requires_nvcc

@@ -6,6 +6,7 @@ from typing import Dict, Optional
 
 from judge.languages.base import BuildError, Language
 from judge.languages.cuda import CudaLanguage
+from judge.languages.cute import CuteLanguage
 from judge.languages.jax import JaxLanguage
 from judge.languages.mojo import MojoLanguage
 from judge.languages.pytorch import PyTorchLanguage
@@ -18,19 +19,18 @@ LANGUAGES: Dict[str, Language] = {
         PyTorchLanguage(),
         TritonLanguage(),
         JaxLanguage(),
+        CuteLanguage(),
         MojoLanguage(),
     )
 }
-PLANNED = ("cute",)  # named by the CLI, not yet judged here
-
-__all__ = ["BuildError", "LANGUAGES", "Language", "PLANNED", "detect_language"]
+__all__ = ["BuildError", "LANGUAGES", "Language", "detect_language"]
 
 
 def detect_language(path: Path) -> Optional[str]:
     """The language of a submission file: by suffix (``.cu``, ``.mojo``, ``.triton.py``...),
     then for plain ``.py`` files by what they import. None when undecidable."""
     name = path.name
-    for lang in [*LANGUAGES, *PLANNED]:
+    for lang in LANGUAGES:
         if name.endswith(f".{lang}.py"):
             return lang
     if name.endswith(".cu"):
