@@ -146,7 +146,7 @@ def _render_performance(perf: PerformanceResult, console: Console):
         return
     console.print(
         f"  median {t.median_ms * 1e3:.1f} us   mean {t.mean_ms * 1e3:.1f} +- "
-        f"{t.std_ms * 1e3:.1f} us   min {t.min_ms * 1e3:.1f} us   runs {t.runs}",
+        f"{t.std_ms * 1e3:.1f} us   min {t.min_ms * 1e3:.1f} us   runs {t.runs}   ({t.method})",
         highlight=False,
     )
     r = perf.roofline

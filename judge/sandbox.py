@@ -159,8 +159,8 @@ class Worker:
         self.request(("run", kwargs), "done", timeout_s)
 
     def time_once(self, timeout_s: float):
-        """One timed sample of the last ``run``'s call: (event ms, tail ms)."""
-        return self.request(("time",), "timed", timeout_s)
+        """One timed sample of the last ``run``'s call (a ``timing.Sample``)."""
+        return self.request(("time",), "timed", timeout_s)[0]
 
     def sync_tail_ms(self) -> float:
         """The worker's device-synchronize latency after an empty call, in ms."""

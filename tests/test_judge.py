@@ -13,10 +13,19 @@ from conftest import requires_cuda, requires_nvcc
 from judge.challenges import REPO_ROOT, load_challenge
 from judge.compare import compare_output
 from judge.languages import LANGUAGES, detect_language
-from judge.languages.base import BuildError
+from judge.languages.base import BuildError, import_solve
 from judge.languages.cuda import CudaLanguage
+from judge.languages.cute import compile_solve, layout_key
 from judge.signature import parse_signature
-from judge.timing import Roofline, Timing, escaped_work, keep_sampling
+from judge.timing import (
+    EVENT_WINDOW,
+    GPU_SPANS,
+    Roofline,
+    Sample,
+    Timing,
+    escaped_work,
+    keep_sampling,
+)
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, requires_cuda])]
@@ -276,6 +285,10 @@ class TestMojoBuild:
             in subprocess.run(["nm", "-D", str(library)], capture_output=True, text=True).stdout
         )
 
+    def test_the_wrong_result_fixture_builds(self, tmp_path):
+        fixture = FIXTURES / "wrong_result.mojo"
+        assert self.language.build(fixture, TestCudaBuildVerdicts.params, tmp_path).is_file()
+
     def test_compile_error_names_file_and_line(self, tmp_path):
         with pytest.raises(BuildError, match=r"compile_error\.mojo:17:13: error"):
             self.language.build(
@@ -335,11 +348,21 @@ class TestTimingLogic:
         assert keep_sampling(noisy, now, 10.0)
         assert not keep_sampling(noisy, now - 11.0, 10.0), "the time budget ends sampling"
 
-    def test_work_outside_the_window_is_flagged(self):
-        honest = Timing(0.170, 0.170, 0.001, 0.169, 20, tail_median_ms=0.012)
-        cheat = Timing(0.005, 0.005, 0.001, 0.004, 20, tail_median_ms=0.012 + 0.170)
+    def test_gpu_spans_when_every_sample_has_one_else_event_windows(self):
+        spans = [Sample(0.020 + i * 1e-3, 0.090, 0.01) for i in range(5)]
+        timing = Timing.from_samples(spans)
+        assert timing.method == GPU_SPANS and timing.median_ms == pytest.approx(0.022)
+        assert timing.event_median_ms == pytest.approx(0.090)
+        mixed = Timing.from_samples(spans + [Sample(None, 0.080, 0.01)])
+        assert mixed.method == EVENT_WINDOW and mixed.median_ms == pytest.approx(0.090)
+
+    def test_work_outside_an_event_window_is_flagged(self):
+        honest = Timing.from_samples([Sample(None, 0.170, 0.012)] * 10)
+        cheat = Timing.from_samples([Sample(None, 0.005, 0.012 + 0.170)] * 10)
         assert escaped_work(honest, empty_tail_ms=0.010) is None
         assert "another stream" in escaped_work(cheat, empty_tail_ms=0.010)
+        spanned = Timing.from_samples([Sample(0.170, 0.005, 0.012 + 0.170)] * 10)
+        assert escaped_work(spanned, empty_tail_ms=0.010) is None, "spans see every stream"
 
     def test_roofline(self):
         roof = Roofline.of(bytes_moved=3_000_000_000, median_ms=1.0, stream_gbps=3000.0)
@@ -399,3 +422,49 @@ def test_a_broken_challenge_is_an_internal_error_not_a_traceback(tmp_path):
     code, _, output = judge(folder, "--device", "cpu", "--solution", solution)
     assert code == 4 and "internal error: KeyError('oops')" in output
     assert "Traceback" not in output
+
+
+class TestCuteBuild:
+    """cute.compile for Hopper on a machine without a GPU (conftest sets CUTE_DSL_ARCH); the
+    compiled solutions run in the GPU tests."""
+
+    pytestmark = pytest.mark.skipif(
+        LANGUAGES["cute"].missing_toolchain() is not None,
+        reason="the cute extra (nvidia-cutlass-dsl) is not installed",
+    )
+
+    @pytest.mark.parametrize("source", sorted(SOLUTIONS.glob("*/*.cute.py")), ids=lambda p: p.name)
+    def test_cute_solutions_compile_for_every_functional_test(self, source):
+        challenge = load_challenge(REPO_ROOT / "challenges" / "medium" / source.parent.name, "cpu")
+        params = parse_signature(challenge.get_solve_signature())
+        solve = import_solve(source)
+        tests = [challenge.generate_example_test(), *challenge.generate_functional_test()]
+        keys = {layout_key(params, test) for test in tests}
+        compiled = {layout_key(params, t): compile_solve(solve, params, t, source) for t in tests}
+        assert len(compiled) == len(keys) > 1 and all(map(callable, compiled.values()))
+
+    def test_compile_error_names_file_and_line(self):
+        source = FIXTURES / "compile_error.cute.py"
+        test = load_challenge(REPO_ROOT / "challenges/medium/96_int8_kv_cache_attention", "cpu")
+        with pytest.raises(
+            BuildError, match=r"compile_error\.cute\.py:10: MLIRError(?s:.*)coordinate"
+        ):
+            compile_solve(
+                import_solve(source),
+                TestCudaBuildVerdicts.params,
+                test.generate_example_test(),
+                source,
+            )
+
+    def test_the_wrong_result_fixture_compiles(self):
+        source = FIXTURES / "wrong_result.cute.py"
+        test = load_challenge(REPO_ROOT / "challenges/medium/96_int8_kv_cache_attention", "cpu")
+        example = test.generate_example_test()
+        assert callable(
+            compile_solve(import_solve(source), TestCudaBuildVerdicts.params, example, source)
+        )
+
+    def test_cute_needs_a_gpu_to_run(self):
+        solution = SOLUTIONS / "96_int8_kv_cache_attention" / "solution.cute.py"
+        code, _, output = judge("96", "--device", "cpu", "--solution", solution)
+        assert code == 2 and "cute needs an NVIDIA GPU" in output
