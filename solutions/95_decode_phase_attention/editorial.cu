@@ -1,5 +1,5 @@
-// Decode-phase attention at the memory-bandwidth limit: split-KV (flash-decoding) with GQA
-// packing, float4 streaming loads and an exp2 online softmax.
+// Decode-phase attention at the memory-bandwidth limit: split-KV (flash-decoding) in one
+// kernel, with GQA packing, float4 streaming loads and an exp2 online softmax.
 //
 // The floor. At the performance shape (batch 4, 8 KV heads, 16,384 tokens, head_dim 128, fp32)
 // K and V are 4 * 8 * 16384 * 128 * 4 B * 2 = 536.9 MB; Q and the output are 0.13 MB. Every
@@ -10,19 +10,24 @@
 //    used HEADS times from registers instead of being re-read per query head.
 // 2. Split-KV. batch * kv_heads = 32 (KV head, batch) pairs cannot fill 132 SMs, so the cache
 //    is cut into `splits` chunks of tokens; the grid is (splits, kv_heads * head_groups, batch)
-//    with about four blocks per SM. Each block writes its chunk's normalized partial output and
-//    its log-sum-exp; a second kernel merges the chunks: out = sum_s 2^(lse_s - L) * O_s with
-//    L = log2(sum_s 2^lse_s).
+//    and fills exactly one wave of resident blocks (from the occupancy API: a few blocks of a
+//    second wave would add a whole block's time). Each block writes its chunk's normalized
+//    partial output and its log-sum-exp; the last block of a (batch, head group) to finish,
+//    counted with an atomic, merges the chunks: out = sum_s 2^(lse_s - L) * O_s with
+//    L = log2(sum_s 2^lse_s). One kernel: no second launch, and no idle gap while the host
+//    launches it.
 // 3. Loads. A warp reads one 512-byte row per instruction (a float4 per lane, cache-streaming
-//    hint: the data is used once), UNROLL rows for K and V before any math, so each SM keeps
-//    ~32 KB in flight, enough to cover HBM latency.
+//    hint: the data is used once), UNROLL rows for K and V before any math: 4 KB per warp,
+//    32 KB per block of 8 warps, more than the ~25 KB per SM that HBM latency needs in flight.
 // 4. Online softmax in base 2. q is pre-multiplied by log2(e) / sqrt(head_dim), so scores are
 //    already in the exp2 domain: one exp2 per weight and one per rescale.
 #include <cuda_runtime.h>
 #include <math.h>
 
-constexpr int WARPS = 4;          // warps per block: rows of a chunk go round-robin to warps
-constexpr int BLOCKS_PER_SM = 4;  // split count target (measured better than a full wave of 5)
+constexpr int WARPS = 8;       // warps per block: rows of a chunk go round-robin to warps
+constexpr int WAVES = 1;       // blocks per resident block slot of the GPU
+constexpr int UNROLL_128 = 4;  // rows in flight per warp when head_dim <= 128 (2 above)
+constexpr int MIN_BLOCKS = 1;  // resident blocks per SM the register allocation must allow
 
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
@@ -42,12 +47,13 @@ __device__ __forceinline__ float4 axpby4(float4 acc, float scale, float p, float
 // One block: query heads [h0, h0 + HEADS) of kv_head, tokens [t_begin, t_end) of one batch.
 // CHUNKS float4s per lane cover head_dim <= 128 * CHUNKS; UNROLL rows per warp are in flight.
 template <int HEADS, int CHUNKS, int UNROLL>
-__global__ void __launch_bounds__(WARPS * 32)
-    split_attention_kernel(const float* __restrict__ Q, const float* __restrict__ K,
-                           const float* __restrict__ V, float* __restrict__ part_out,
-                           float* __restrict__ part_lse, int num_q_heads, int num_kv_heads,
-                           int cache_len, int head_dim, int group, int head_groups,
-                           int tokens_per_split, int splits, float scale_log2) {
+__global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
+    decode_attention_kernel(const float* __restrict__ Q, const float* __restrict__ K,
+                            const float* __restrict__ V, float* __restrict__ output,
+                            float* __restrict__ part_out, float* __restrict__ part_lse,
+                            unsigned* __restrict__ finished, int num_q_heads, int num_kv_heads,
+                            int cache_len, int head_dim, int group, int head_groups,
+                            int tokens_per_split, int splits, float scale_log2) {
     const int split = blockIdx.x;
     const int kv_head = blockIdx.y / head_groups;
     const int h0 = kv_head * group + (blockIdx.y % head_groups) * HEADS;
@@ -148,74 +154,100 @@ __global__ void __launch_bounds__(WARPS * 32)
             const float inv = 1.f / l_all;
             o = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
         }
-        const size_t row = ((size_t)batch * num_q_heads + h0 + h) * splits + split;
+        const size_t q_row = (size_t)batch * num_q_heads + h0 + h;
+        if (splits == 1) {  // the whole cache: this is the answer
+            reinterpret_cast<float4*>(output + q_row * head_dim)[col] = o;
+            continue;
+        }
+        const size_t row = q_row * splits + split;
         reinterpret_cast<float4*>(part_out + row * head_dim)[col] = o;
         if (col == 0) part_lse[row] = m_all == -INFINITY ? -INFINITY : m_all + log2f(l_all);
     }
-}
+    if (splits == 1) return;
 
-// One block per (query head, batch): merge the splits' partial outputs by their log-sum-exp.
-__global__ void merge_splits_kernel(const float* __restrict__ part_out,
-                                    const float* __restrict__ part_lse, float* __restrict__ output,
-                                    int num_q_heads, int head_dim, int splits) {
-    const size_t row0 = ((size_t)blockIdx.y * num_q_heads + blockIdx.x) * splits;
-    float lse_max = -INFINITY;
-    for (int s = 0; s < splits; ++s) lse_max = fmaxf(lse_max, part_lse[row0 + s]);
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    // the last block of this (batch, head group) to get here merges all of its splits
+    __shared__ bool s_last;
+    const int group_id = blockIdx.z * gridDim.y + blockIdx.y;
+    __threadfence();  // this block's partial results are visible before the count
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(finished + group_id, 1u) == (unsigned)splits - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    for (int i = threadIdx.x; i < heads_here * head_dim; i += WARPS * 32) {
+        const int h = i / head_dim, d = i % head_dim;
+        const size_t q_row = (size_t)batch * num_q_heads + h0 + h;
+        const float* lse = part_lse + q_row * splits;
+        float lse_max = -INFINITY;
+        for (int s = 0; s < splits; ++s) lse_max = fmaxf(lse_max, __ldcg(lse + s));
         float sum = 0.f, weight_sum = 0.f;
         for (int s = 0; s < splits; ++s) {
-            const float w = exp2f(part_lse[row0 + s] - lse_max);
+            const float w = exp2f(__ldcg(lse + s) - lse_max);
             weight_sum += w;
-            sum += w * part_out[(row0 + s) * head_dim + d];
+            sum += w * __ldcg(part_out + (q_row * splits + s) * head_dim + d);
         }
-        output[((size_t)blockIdx.y * num_q_heads + blockIdx.x) * head_dim + d] = sum / weight_sum;
+        output[q_row * head_dim + d] = sum / weight_sum;
     }
+    if (threadIdx.x == 0) finished[group_id] = 0;  // ready for the next call
 }
 
-// Scratch for the partial results, grown on demand and kept between calls.
-static float* workspace(size_t floats) {
+// Scratch for the partial results and one counter per (batch, head group) (zeroed once: the
+// last block of a group resets its counter), grown on demand and kept between calls.
+static float* workspace(size_t floats, unsigned** counters, int groups) {
     static float* buffer = nullptr;
+    static unsigned* finished = nullptr;
     static size_t capacity = 0;
+    static int counter_capacity = 0;
     if (floats > capacity) {
         if (buffer) cudaFree(buffer);
         cudaMalloc(&buffer, floats * sizeof(float));
         capacity = floats;
     }
+    if (groups > counter_capacity) {
+        if (finished) cudaFree(finished);
+        cudaMalloc(&finished, groups * sizeof(unsigned));
+        cudaMemset(finished, 0, groups * sizeof(unsigned));
+        counter_capacity = groups;
+    }
+    *counters = finished;
     return buffer;
 }
 
-static int sm_count() {
-    int device, sms;
+// How many blocks of `kernel` the whole GPU runs at once.
+template <typename Kernel>
+static int resident_blocks(Kernel kernel) {
+    int device, sms, per_sm;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    return sms;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, WARPS * 32, 0);
+    return sms * per_sm;
 }
 
 template <int HEADS, int CHUNKS>
 static void launch(const float* Q, const float* K, const float* V, float* output, int batch_size,
                    int num_q_heads, int num_kv_heads, int cache_len, int head_dim) {
-    constexpr int UNROLL = CHUNKS == 1 ? 4 : 2;
+    constexpr int UNROLL = CHUNKS == 1 ? UNROLL_128 : 2;
     const int group = num_q_heads / num_kv_heads;
     const int head_groups = (group + HEADS - 1) / HEADS;
     const int base_blocks = batch_size * num_kv_heads * head_groups;
-    static const int target = BLOCKS_PER_SM * sm_count();
-    const int wanted = (target + base_blocks - 1) / base_blocks;
+    // as many splits as fill WAVES full waves of resident blocks, never a partial extra wave
+    static const int resident = resident_blocks(decode_attention_kernel<HEADS, CHUNKS, UNROLL>);
+    const int wanted = max(1, WAVES * resident / base_blocks);
     const int step = WARPS * UNROLL;  // tokens one block iteration covers
     int tokens_per_split = (cache_len + wanted - 1) / wanted;
     tokens_per_split = max(step, (tokens_per_split + step - 1) / step * step);
     const int splits = (cache_len + tokens_per_split - 1) / tokens_per_split;
 
     const size_t rows = (size_t)batch_size * num_q_heads * splits;
-    float* part_out = workspace(rows * head_dim + rows);
+    unsigned* finished;
+    float* part_out = workspace(rows * head_dim + rows, &finished, base_blocks);
     float* part_lse = part_out + rows * head_dim;
     const float scale_log2 = 1.4426950408889634f / sqrtf((float)head_dim);
 
     dim3 grid(splits, num_kv_heads * head_groups, batch_size);
-    split_attention_kernel<HEADS, CHUNKS, UNROLL>
-        <<<grid, WARPS * 32>>>(Q, K, V, part_out, part_lse, num_q_heads, num_kv_heads, cache_len,
-                               head_dim, group, head_groups, tokens_per_split, splits, scale_log2);
-    merge_splits_kernel<<<dim3(num_q_heads, batch_size), 128>>>(part_out, part_lse, output,
-                                                                num_q_heads, head_dim, splits);
+    decode_attention_kernel<HEADS, CHUNKS, UNROLL><<<grid, WARPS * 32>>>(
+        Q, K, V, output, part_out, part_lse, finished, num_q_heads, num_kv_heads, cache_len,
+        head_dim, group, head_groups, tokens_per_split, splits, scale_log2);
 }
 
 template <int CHUNKS>

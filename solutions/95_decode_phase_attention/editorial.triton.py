@@ -1,4 +1,4 @@
-"""Decode-phase attention in Triton: split-KV (flash-decoding) with GQA packing.
+"""Decode-phase attention in Triton: split-KV (flash-decoding) in one kernel, with GQA packing.
 
 The floor: K and V are 536.9 MB at the performance shape (batch 4, 8 KV heads, 16,384
 tokens, head_dim 128, fp32), ~130 us at ~4.1 TB/s of streaming read (H200).
@@ -9,8 +9,9 @@ would leave most SMs idle, so the grid is (splits, batch * kv_heads), about four
 SM). The group's queries form a (BLOCK_G, BLOCK_D) tile, so scores and the weighted sum of V
 are two matrix products per K/V tile, run on tensor cores in "tf32x3" precision (three TF32
 products, float32 accuracy). The online softmax works in base 2 (q pre-scaled by
-log2(e)/sqrt(d)); each program writes normalized partial outputs with their log-sum-exp and a
-second kernel merges the chunks.
+log2(e)/sqrt(d)); each program writes normalized partial outputs with their log-sum-exp, and
+the last program of a group to finish (an atomic counter) merges the chunks. One launch: with
+two, the host's launch latency between them would idle the GPU.
 """
 
 import math
@@ -21,12 +22,14 @@ import triton.language as tl
 
 
 @triton.jit
-def split_kernel(
+def decode_kernel(
     Q,  # (B, Hq, D) float32
     K,  # (B, Hkv, S, D) float32
     V,  # (B, Hkv, S, D) float32
+    Out,  # (B, Hq, D) float32
     PartOut,  # (B * Hq, splits, D): each chunk's normalized output
     PartLse,  # (B * Hq, splits): each chunk's log2-sum-exp2
+    Finished,  # (B * Hkv * head groups,) int32: programs done; the last one resets it to 0
     num_q_heads,  # Hq
     num_kv_heads,  # Hkv
     cache_len,  # S
@@ -38,6 +41,7 @@ def split_kernel(
     BLOCK_G: tl.constexpr,  # query heads per program (16: the smallest tensor-core tile)
     BLOCK_N: tl.constexpr,  # tokens per tile
     BLOCK_D: tl.constexpr,  # head_dim padded to a power of two >= 16
+    BLOCK_S: tl.constexpr,  # splits rounded up to a power of two
 ):
     split = tl.program_id(0)
     pair = tl.program_id(1)  # batch * num_kv_heads + kv_head
@@ -74,38 +78,47 @@ def split_kernel(
         acc = acc * rescale[:, None] + tl.dot(p, v, input_precision="tf32x3")
         row_sum = row_sum * rescale + tl.sum(p, axis=1)
         m = m_new
-    parts = q_rows * splits + split
-    tl.store(
-        PartOut + parts[:, None] * head_dim + dims[None, :], acc / row_sum[:, None], mask=q_tile_ok
-    )
-    tl.store(PartLse + parts, m + tl.log2(row_sum), mask=head_ok)
-
-
-@triton.jit
-def merge_kernel(
-    PartOut,  # (B * Hq, splits, D)
-    PartLse,  # (B * Hq, splits)
-    Out,  # (B * Hq, D)
-    head_dim,  # D
-    splits,  # chunks per output row
-    BLOCK_S: tl.constexpr,  # splits rounded up to a power of two
-    BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two
-):
-    row = tl.program_id(0)
-    parts = tl.arange(0, BLOCK_S)
-    dims = tl.arange(0, BLOCK_D)
-    part_ok = parts < splits
-    lse = tl.load(PartLse + row * splits + parts, mask=part_ok, other=float("-inf"))
-    weights = tl.exp2(lse - tl.max(lse, axis=0))
-    offsets = (row * splits + parts)[:, None] * head_dim + dims[None, :]
-    tile_ok = part_ok[:, None] & (dims < head_dim)[None, :]
-    outs = tl.load(PartOut + offsets, mask=tile_ok, other=0.0)
-    merged = tl.sum(weights[:, None] * outs, axis=0) / tl.sum(weights, axis=0)
-    tl.store(Out + row * head_dim + dims, merged, mask=dims < head_dim)
+    if splits == 1:  # the whole cache: this is the answer
+        tl.store(
+            Out + q_rows[:, None] * head_dim + dims[None, :], acc / row_sum[:, None], mask=q_tile_ok
+        )
+    else:
+        parts = q_rows * splits + split
+        tl.store(
+            PartOut + parts[:, None] * head_dim + dims[None, :],
+            acc / row_sum[:, None],
+            mask=q_tile_ok,
+        )
+        tl.store(PartLse + parts, m + tl.log2(row_sum), mask=head_ok)
+        tl.debug_barrier()  # every thread's partial stores come before the release below
+        counter = Finished + pair * tl.num_programs(2) + tl.program_id(2)
+        done = tl.atomic_add(counter, 1, sem="acq_rel")
+        if done == splits - 1:  # the last program of this group merges its chunks
+            chunks = tl.arange(0, BLOCK_S)
+            chunk_ok = chunks < splits
+            tile_ok = chunk_ok[:, None] & dim_ok[None, :]
+            for h in range(first, tl.minimum(group, first + BLOCK_G)):
+                row = batch * num_q_heads + kv_head * group + h
+                lse = tl.load(
+                    PartLse + row * splits + chunks,
+                    mask=chunk_ok,
+                    other=float("-inf"),
+                    cache_modifier=".cg",
+                )
+                weights = tl.exp2(lse - tl.max(lse, axis=0))
+                offsets = (row * splits + chunks)[:, None] * head_dim + dims[None, :]
+                outs = tl.load(PartOut + offsets, mask=tile_ok, other=0.0, cache_modifier=".cg")
+                merged = tl.sum(weights[:, None] * outs, axis=0) / tl.sum(weights, axis=0)
+                tl.store(Out + row * head_dim + dims, merged, mask=dim_ok)
+            tl.atomic_xchg(counter, 0)  # ready for the next call
 
 
 PROGRAMS_PER_SM = 4
 BLOCK_G = 16  # query heads per program; groups of more heads take several programs
+BLOCK_N = 32  # tokens per tile
+NUM_WARPS = 4
+NUM_STAGES = 3  # 2 when head_dim > 128: K and V tiles of 256 columns fill shared memory
+_counters = {}  # device -> int32 counters, zeroed once and reset by the kernel after each use
 
 
 def split_count(pairs: int, cache_len: int, block_n: int, device) -> int:
@@ -114,6 +127,13 @@ def split_count(pairs: int, cache_len: int, block_n: int, device) -> int:
     sms = torch.cuda.get_device_properties(device).multi_processor_count if on_gpu else 4
     wanted = max(1, PROGRAMS_PER_SM * sms // pairs)
     return max(1, min(wanted, triton.cdiv(cache_len, block_n)))
+
+
+def counters(groups: int, device) -> torch.Tensor:
+    have = _counters.get(device)
+    if have is None or have.numel() < groups:
+        have = _counters[device] = torch.zeros(max(groups, 1024), dtype=torch.int32, device=device)
+    return have
 
 
 # Q, K, V, output are tensors on the GPU
@@ -130,20 +150,23 @@ def solve(
 ):
     group = num_q_heads // num_kv_heads
     block_d = max(16, triton.next_power_of_2(head_dim))
-    block_n = 64 if block_d <= 128 else 32
+    block_n = BLOCK_N
     pairs = batch_size * num_kv_heads
+    head_groups = triton.cdiv(group, BLOCK_G)
     splits = split_count(pairs, cache_len, block_n, Q.device)
     tokens_per_split = triton.cdiv(triton.cdiv(cache_len, splits), block_n) * block_n
     splits = triton.cdiv(cache_len, tokens_per_split)
     rows = batch_size * num_q_heads
     part_out = torch.empty(rows, splits, head_dim, device=Q.device, dtype=torch.float32)
     part_lse = torch.empty(rows, splits, device=Q.device, dtype=torch.float32)
-    split_kernel[(splits, pairs, triton.cdiv(group, BLOCK_G))](
+    decode_kernel[(splits, pairs, head_groups)](
         Q,
         K,
         V,
+        output,
         part_out,
         part_lse,
+        counters(pairs * head_groups, Q.device),
         num_q_heads,
         num_kv_heads,
         cache_len,
@@ -155,14 +178,7 @@ def solve(
         BLOCK_G=BLOCK_G,
         BLOCK_N=block_n,
         BLOCK_D=block_d,
-        num_stages=2 if block_d > 128 else 3,  # K and V tiles of 256 columns fill shared memory
-    )
-    merge_kernel[(rows,)](
-        part_out,
-        part_lse,
-        output,
-        head_dim,
-        splits,
         BLOCK_S=triton.next_power_of_2(splits),
-        BLOCK_D=block_d,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES if block_d <= 128 else 2,
     )

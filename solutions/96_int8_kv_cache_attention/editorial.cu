@@ -1,30 +1,38 @@
-// INT8 KV-cache attention at the memory-bandwidth limit: split-KV (flash-decoding), scales
-// folded into scores and weights, and an exact int8-to-float conversion at full rate.
+// INT8 KV-cache attention at the memory-bandwidth limit: split-KV (flash-decoding) in one
+// kernel, scales folded into scores and weights, and an exact int8-to-float conversion at
+// full rate.
 //
 // The floor. At the performance shape (32 heads, 8,192 tokens, head_dim 128) K_int8 and V_int8
 // are 2 * 32 * 8192 * 128 B = 67.1 MB and the scales 2.1 MB: ~17 us at ~4.1 TB/s of streaming
-// read (H200), ~23 us at ~3.0 TB/s (H100).
+// read (H200), ~23 us at ~3.0 TB/s (H100). A kernel this short also pays its ramp-up and
+// tail, so the practical floor is a single streaming-read kernel over the same bytes.
 //
 // 1. Split-KV. 32 heads are 32 blocks, a quarter of the SMs, so each head's tokens are cut into
-//    chunks: as many blocks as the GPU holds at once (one full wave, from the occupancy API). Each
-//    block writes a normalized partial output and its log-sum-exp (base 2); a second kernel merges
-//    them.
+//    chunks: as many blocks as the GPU holds at once (one full wave, from the occupancy API).
+//    Each block writes its chunk's normalized partial output and log-sum-exp (base 2); the last
+//    block of a head to finish (an atomic counter per head) merges the chunks:
+//    out = sum_s 2^(lse_s - L) O_s / sum_s 2^(lse_s - L). One kernel: no second launch, and no
+//    idle gap while the host launches it.
 // 2. Lane groups. Each lane loads 16 int8 of a row in one instruction (8 when head_dim is not
 //    a multiple of 16); G2 lanes (a power of two) cover a row, so a warp handles 32 / G2 tokens
-//    per load and reduces their dot products together with log2(G2) shuffles. UNROLL loads of
-//    K and V are in flight before any math, and the online softmax rescales once per UNROLL.
+//    per load and reduces their dot products together with log2(G2) shuffles. Each warp loads
+//    its next UNROLL rows of K and V before the math on the current UNROLL (double buffering in
+//    registers), so its loads are always in flight; the online softmax rescales once per
+//    UNROLL rows.
 // 3. Scales per token, not per element: score = (q . k_int8) * k_scale * log2(e) / sqrt(d) and
 //    the softmax weight p becomes p * v_scale before it multiplies the int8 values of V.
-// 4. int8 -> float without I2F (a quarter-rate instruction that would cap the kernel below the
-//    bandwidth limit): flip the sign bit (x ^ 0x80 = x + 128, as an unsigned byte), place the
+// 4. int8 -> float without I2F (a low-throughput conversion that would compete with the FMAs
+//    the kernel needs): flip the sign bit (x ^ 0x80 = x + 128, as an unsigned byte), place the
 //    byte in the mantissa of 2^23 with one byte permute (0x4B0000bb), and subtract 2^23 + 128.
 //    The result is exact for all 256 values.
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
 
-constexpr int WARPS = 8;   // warps per block
-constexpr int UNROLL = 4;  // warp-loads of K and V in flight before the math
+constexpr int WARPS = 8;       // warps per block
+constexpr int UNROLL = 2;      // warp-loads of K and V per batch of math
+constexpr int WAVES = 1;       // blocks per resident block slot of the GPU
+constexpr int MIN_BLOCKS = 1;  // resident blocks per SM the register allocation must allow
 
 // Four int8 values packed in a word -> four exact floats.
 __device__ __forceinline__ void int8x4_to_float(uint32_t packed, float* out) {
@@ -48,14 +56,53 @@ __device__ __forceinline__ void load_int8(const int8_t* p, bool ok, uint32_t (&w
     }
 }
 
+// UNROLL rows of K and V for one lane (VEC int8 each) and their scales.
+template <int VEC, int UNROLL>
+struct Rows {
+    uint32_t k[UNROLL][VEC / 4], v[UNROLL][VEC / 4];
+    float k_scale[UNROLL], v_scale[UNROLL];
+
+    // rows t0 + u * stride for u < UNROLL; rows at or past t_end read as zeros
+    __device__ __forceinline__ void load(const int8_t* k_rows, const int8_t* v_rows,
+                                         const float* ks, const float* vs, int t0, int stride,
+                                         int t_end, bool col_ok, int head_dim) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int t = t0 + u * stride;
+            const bool ok = t < t_end && col_ok;
+            load_int8<VEC>(k_rows + (size_t)t * head_dim, ok, k[u]);
+            load_int8<VEC>(v_rows + (size_t)t * head_dim, ok, v[u]);
+            k_scale[u] = t < t_end ? __ldcs(ks + t) : 0.f;
+            v_scale[u] = t < t_end ? __ldcs(vs + t) : 0.f;
+        }
+    }
+};
+
+// The last block of a head merges the splits' partial outputs by their log-sum-exp.
+__device__ void merge_splits(const float* part_out, const float* part_lse, float* out, int head_dim,
+                             int splits) {
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float lse_max = -INFINITY;
+        for (int s = 0; s < splits; ++s) lse_max = fmaxf(lse_max, __ldcg(part_lse + s));
+        float sum = 0.f, weight_sum = 0.f;
+        for (int s = 0; s < splits; ++s) {
+            const float w = exp2f(__ldcg(part_lse + s) - lse_max);
+            weight_sum += w;
+            sum += w * __ldcg(part_out + (size_t)s * head_dim + d);
+        }
+        out[d] = sum / weight_sum;
+    }
+}
+
 // G2 lanes share one row (VEC columns each); TOKENS = 32 / G2 rows per warp-load.
 template <int VEC, int G2>
-__global__ void __launch_bounds__(WARPS * 32)
-    split_int8_attention_kernel(const float* __restrict__ Q, const int8_t* __restrict__ K,
-                                const int8_t* __restrict__ V, const float* __restrict__ k_scale,
-                                const float* __restrict__ v_scale, float* __restrict__ part_out,
-                                float* __restrict__ part_lse, int seq_len, int head_dim,
-                                int tokens_per_split, int splits, float scale_log2) {
+__global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
+    int8_decode_kernel(const float* __restrict__ Q, const int8_t* __restrict__ K,
+                       const int8_t* __restrict__ V, const float* __restrict__ k_scale,
+                       const float* __restrict__ v_scale, float* __restrict__ output,
+                       float* __restrict__ part_out, float* __restrict__ part_lse,
+                       unsigned* __restrict__ finished, int seq_len, int head_dim,
+                       int tokens_per_split, int splits, float scale_log2) {
     constexpr int TOKENS = 32 / G2;
     const int split = blockIdx.x, head = blockIdx.y;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -81,18 +128,13 @@ __global__ void __launch_bounds__(WARPS * 32)
     const int t_end = min(seq_len, t_begin + tokens_per_split);
     constexpr int STEP = WARPS * UNROLL * TOKENS;  // tokens per block iteration
 
-    for (int t0 = t_begin + warp * UNROLL * TOKENS; t0 < t_end; t0 += STEP) {
-        uint32_t k[UNROLL][VEC / 4], v[UNROLL][VEC / 4];
-        float ksc[UNROLL], vsc[UNROLL];
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            const int t = t0 + u * TOKENS + slot;
-            const bool ok = t < t_end && col_ok;
-            load_int8<VEC>(k_rows + (size_t)t * head_dim, ok, k[u]);
-            load_int8<VEC>(v_rows + (size_t)t * head_dim, ok, v[u]);
-            ksc[u] = t < t_end ? __ldcs(ks + t) : 0.f;
-            vsc[u] = t < t_end ? __ldcs(vs + t) : 0.f;
-        }
+    Rows<VEC, UNROLL> next;
+    int t0 = t_begin + warp * UNROLL * TOKENS;
+    next.load(k_rows, v_rows, ks, vs, t0 + slot, TOKENS, t_end, col_ok, head_dim);
+    for (; t0 < t_end; t0 += STEP) {
+        const Rows<VEC, UNROLL> rows = next;
+        if (t0 + STEP < t_end)  // the next rows load while this batch's math runs
+            next.load(k_rows, v_rows, ks, vs, t0 + STEP + slot, TOKENS, t_end, col_ok, head_dim);
         // scores of the UNROLL rows first, then one rescale of the running state per batch
         float s[UNROLL];
         float batch_max = -INFINITY;
@@ -100,14 +142,14 @@ __global__ void __launch_bounds__(WARPS * 32)
         for (int u = 0; u < UNROLL; ++u) {
             float kf[VEC];
 #pragma unroll
-            for (int w = 0; w < VEC / 4; ++w) int8x4_to_float(k[u][w], kf + 4 * w);
+            for (int w = 0; w < VEC / 4; ++w) int8x4_to_float(rows.k[u][w], kf + 4 * w);
             float dot = 0.f;
 #pragma unroll
             for (int i = 0; i < VEC; ++i) dot += q[i] * kf[i];
 #pragma unroll
             for (int offset = G2 / 2; offset > 0; offset /= 2)
                 dot += __shfl_xor_sync(0xffffffff, dot, offset);
-            s[u] = t0 + u * TOKENS + slot < t_end ? dot * ksc[u] : -INFINITY;
+            s[u] = t0 + u * TOKENS + slot < t_end ? dot * rows.k_scale[u] : -INFINITY;
             batch_max = fmaxf(batch_max, s[u]);
         }
         if (batch_max == -INFINITY) continue;  // this lane group is past the end
@@ -121,10 +163,10 @@ __global__ void __launch_bounds__(WARPS * 32)
         for (int u = 0; u < UNROLL; ++u) {
             const float p = exp2f(s[u] - m_new);  // 0 for rows past the end
             l += p;
-            const float weight = p * vsc[u];
+            const float weight = p * rows.v_scale[u];
             float vf[VEC];
 #pragma unroll
-            for (int w = 0; w < VEC / 4; ++w) int8x4_to_float(v[u][w], vf + 4 * w);
+            for (int w = 0; w < VEC / 4; ++w) int8x4_to_float(rows.v[u][w], vf + 4 * w);
 #pragma unroll
             for (int i = 0; i < VEC; ++i) acc[i] += weight * vf[i];
         }
@@ -134,6 +176,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     constexpr int STATES = WARPS * TOKENS;
     __shared__ float s_m[STATES], s_l[STATES];
     __shared__ float s_acc[STATES][G2 * VEC];
+    __shared__ bool s_last;
     const int state = warp * TOKENS + slot;
     if (col == 0) {
         s_m[state] = m;
@@ -142,6 +185,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
     for (int i = 0; i < VEC; ++i) s_acc[state][col * VEC + i] = acc[i];
     __syncthreads();
+    const size_t row = (size_t)head * splits + split;
     for (int d = threadIdx.x; d < head_dim; d += WARPS * 32) {
         float m_all = -INFINITY;
         for (int i = 0; i < STATES; ++i) m_all = fmaxf(m_all, s_m[i]);
@@ -151,43 +195,51 @@ __global__ void __launch_bounds__(WARPS * 32)
             l_all += s_l[i] * f;
             o += s_acc[i][d] * f;
         }
-        const size_t row = (size_t)head * splits + split;
+        if (splits == 1) {  // the whole sequence: this is the answer
+            output[(size_t)head * head_dim + d] = o / l_all;
+            continue;
+        }
         part_out[row * head_dim + d] = o / l_all;
         if (d == 0) part_lse[row] = m_all + log2f(l_all);
     }
+    if (splits == 1) return;
+
+    // the last block of this head to get here merges all of its splits
+    __threadfence();  // this block's partial results are visible before the count
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(finished + head, 1u) == (unsigned)splits - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    merge_splits(part_out + (size_t)head * splits * head_dim, part_lse + (size_t)head * splits,
+                 output + (size_t)head * head_dim, head_dim, splits);
+    if (threadIdx.x == 0) finished[head] = 0;  // ready for the next call
 }
 
-// One block per head: merge the splits' partial outputs by their log-sum-exp.
-__global__ void merge_splits_kernel(const float* __restrict__ part_out,
-                                    const float* __restrict__ part_lse, float* __restrict__ output,
-                                    int head_dim, int splits) {
-    const size_t row0 = (size_t)blockIdx.x * splits;
-    float lse_max = -INFINITY;
-    for (int s = 0; s < splits; ++s) lse_max = fmaxf(lse_max, part_lse[row0 + s]);
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float sum = 0.f, weight_sum = 0.f;
-        for (int s = 0; s < splits; ++s) {
-            const float w = exp2f(part_lse[row0 + s] - lse_max);
-            weight_sum += w;
-            sum += w * part_out[(row0 + s) * head_dim + d];
-        }
-        output[(size_t)blockIdx.x * head_dim + d] = sum / weight_sum;
-    }
-}
-
-// Scratch for the partial results, grown on demand and kept between calls.
-static float* workspace(size_t floats) {
+// Scratch for the partial results and per-head counters (zeroed once: the last block of a
+// head resets its counter), grown on demand and kept between calls.
+static float* workspace(size_t floats, unsigned** counters, int heads) {
     static float* buffer = nullptr;
+    static unsigned* finished = nullptr;
     static size_t capacity = 0;
+    static int counter_capacity = 0;
     if (floats > capacity) {
         if (buffer) cudaFree(buffer);
         cudaMalloc(&buffer, floats * sizeof(float));
         capacity = floats;
     }
+    if (heads > counter_capacity) {
+        if (finished) cudaFree(finished);
+        cudaMalloc(&finished, heads * sizeof(unsigned));
+        cudaMemset(finished, 0, heads * sizeof(unsigned));
+        counter_capacity = heads;
+    }
+    *counters = finished;
     return buffer;
 }
 
-// How many blocks of `kernel` the whole GPU runs at once: the split count aims for one full wave.
+// How many blocks of `kernel` the whole GPU runs at once: the split count aims for WAVES full
+// waves.
 template <typename Kernel>
 static int resident_blocks(Kernel kernel) {
     int device, sms, per_sm;
@@ -201,20 +253,20 @@ template <int VEC, int G2>
 static void launch(const float* Q, const int8_t* K, const int8_t* V, const float* k_scale,
                    const float* v_scale, float* output, int num_heads, int seq_len, int head_dim) {
     const int step = WARPS * UNROLL * (32 / G2);
-    static const int resident = resident_blocks(split_int8_attention_kernel<VEC, G2>);
-    const int wanted = (resident + num_heads - 1) / num_heads;
+    static const int resident = resident_blocks(int8_decode_kernel<VEC, G2>);
+    const int wanted = max(1, WAVES * resident / num_heads);  // never a partial extra wave
     int tokens_per_split = (seq_len + wanted - 1) / wanted;
     tokens_per_split = max(step, (tokens_per_split + step - 1) / step * step);
     const int splits = (seq_len + tokens_per_split - 1) / tokens_per_split;
 
     const size_t rows = (size_t)num_heads * splits;
-    float* part_out = workspace(rows * head_dim + rows);
+    unsigned* finished;
+    float* part_out = workspace(rows * head_dim + rows, &finished, num_heads);
     float* part_lse = part_out + rows * head_dim;
     const float scale_log2 = 1.4426950408889634f / sqrtf((float)head_dim);
-    split_int8_attention_kernel<VEC, G2><<<dim3(splits, num_heads), WARPS * 32>>>(
-        Q, K, V, k_scale, v_scale, part_out, part_lse, seq_len, head_dim, tokens_per_split, splits,
-        scale_log2);
-    merge_splits_kernel<<<num_heads, 128>>>(part_out, part_lse, output, head_dim, splits);
+    int8_decode_kernel<VEC, G2><<<dim3(splits, num_heads), WARPS * 32>>>(
+        Q, K, V, k_scale, v_scale, output, part_out, part_lse, finished, seq_len, head_dim,
+        tokens_per_split, splits, scale_log2);
 }
 
 // Picks the lane-group size: the fewest power-of-two lanes whose VEC columns cover a row.
