@@ -113,7 +113,7 @@ def decode_kernel(
             tl.atomic_xchg(counter, 0)  # ready for the next call
 
 
-PROGRAMS_PER_SM = 4
+PROGRAMS_PER_SM = 2  # one wave: shared memory holds two programs per SM
 BLOCK_G = 16  # query heads per program; groups of more heads take several programs
 BLOCK_N = 32  # tokens per tile
 NUM_WARPS = 4
