@@ -130,12 +130,20 @@ class DeviceActivity:
             self.profiler.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         from torch.autograd import DeviceType
 
-        self.profiler.__exit__(*exc)
-        results = self.profiler.profiler.kineto_results
-        events = [e for e in results.events() if e.device_type() == DeviceType.CUDA]
+        if exc_type is not None:  # the call failed: its error, not the profiler's, is reported
+            try:
+                self.profiler.__exit__(exc_type, exc, tb)
+            except Exception:
+                pass
+            return False
+        self.profiler.__exit__(None, None, None)
+        results = getattr(self.profiler.profiler, "kineto_results", None)
+        events = (
+            [e for e in results.events() if e.device_type() == DeviceType.CUDA] if results else []
+        )
         if events:
             first = min(e.start_ns() for e in events)
             self.span_ms = (max(e.end_ns() for e in events) - first) / 1e6
