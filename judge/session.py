@@ -16,9 +16,10 @@ import torch
 from core.challenge_base import materialize_test
 
 from judge.compare import Comparison, compare_output
-from judge.sandbox import SubmissionFailure, Verdict, Worker
 from judge.signature import parse_signature
+from judge.supervisor import Worker
 from judge.timing import Roofline, Timing, escaped_work, sample_until_stable, time_calls
+from judge.verdicts import SubmissionFailure, Verdict
 
 GUARD_BYTES = 16 * 1024  # checked after every output buffer for out-of-bounds writes
 WORKER_FATAL = {

@@ -1,4 +1,5 @@
-"""Shared fixtures: the two challenges loaded on the CPU, and tool-availability checks."""
+"""Shared fixtures: every challenge folder and its challenge loaded on the CPU, and
+tool-availability checks."""
 
 import os
 import shutil
@@ -6,7 +7,7 @@ import shutil
 import pytest
 import torch  # noqa: E402
 
-from judge.challenges import find_challenge, load_challenge  # noqa: E402
+from judge.challenges import find_challenge, list_challenges, load_challenge  # noqa: E402
 
 # Triton kernels run through the interpreter on machines without a GPU, and CuTe DSL compiles
 # for Hopper there (it reads the target when cutlass is first imported)
@@ -14,7 +15,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
     os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
 
-CHALLENGE_IDS = ["95", "96"]
+# every challenge folder: the generic tests (checker, starters) run on each
+CHALLENGE_IDS = [str(f.number) for f in list_challenges()]
 
 
 requires_cuda = pytest.mark.skipif(

@@ -23,6 +23,12 @@ INPUTS = {
 }
 
 
+@pytest.fixture(params=list(INPUTS))
+def challenge(request):
+    """Challenges 95 and 96 in turn, on the CPU (later challenges have test files of their own)."""
+    return load_challenge(find_challenge(request.param), "cpu")
+
+
 def challenge_id(challenge) -> str:
     return "95" if "Decode" in challenge.name else "96"
 

@@ -1,7 +1,7 @@
 """The judge's side of the worker process: start it, send it work, turn every way it can fail
-(exception, crash, exit, hang, out of memory) into a ``SubmissionFailure`` with a verdict."""
+(exception, crash, exit, hang, out of memory, a corrupt reply) into a ``SubmissionFailure``
+with a verdict."""
 
-import enum
 import os
 import signal
 from pathlib import Path
@@ -9,46 +9,7 @@ from pathlib import Path
 import torch.multiprocessing as mp
 
 from judge import worker
-
-
-class Verdict(str, enum.Enum):
-    """The outcome of one test."""
-
-    PASS = "PASS"
-    WRONG_ANSWER = "WRONG ANSWER"
-    INPUT_MODIFIED = "INPUT MODIFIED"
-    OUT_OF_BOUNDS_WRITE = "OUT-OF-BOUNDS WRITE"
-    BUILD_ERROR = "BUILD ERROR"
-    RUNTIME_ERROR = "RUNTIME ERROR"
-    CUDA_ERROR = "CUDA ERROR"
-    CRASH = "CRASH"
-    EXIT = "EXITED"
-    TIMEOUT = "TIMEOUT"
-    OUT_OF_MEMORY = "OUT OF MEMORY"
-    TIMING_ESCAPED = "WORK ESCAPED TIMING"
-    SKIPPED = "SKIPPED"
-
-    @property
-    def passed(self) -> bool:
-        return self is Verdict.PASS
-
-
-_ERROR_VERDICTS = {
-    "build": Verdict.BUILD_ERROR,
-    "exception": Verdict.RUNTIME_ERROR,
-    "cuda": Verdict.CUDA_ERROR,
-    "oom": Verdict.OUT_OF_MEMORY,
-    "exit": Verdict.EXIT,
-}
-
-
-class SubmissionFailure(Exception):
-    """The submission failed in the worker; ``verdict`` and ``detail`` say how."""
-
-    def __init__(self, verdict: Verdict, detail: str):
-        super().__init__(f"{verdict.value}: {detail}")
-        self.verdict = verdict
-        self.detail = detail
+from judge.verdicts import ERROR_VERDICTS, SubmissionFailure, Verdict
 
 
 class Worker:
@@ -119,7 +80,7 @@ class Worker:
             _, kind, text = reply
             tail = self.log_tail()
             detail = text + (f"\n--- output of the submission ---\n{tail}" if tail else "")
-            raise SubmissionFailure(_ERROR_VERDICTS.get(kind, Verdict.RUNTIME_ERROR), detail)
+            raise SubmissionFailure(ERROR_VERDICTS.get(kind, Verdict.RUNTIME_ERROR), detail)
         if reply[0] != tag:
             self.kill()
             raise SubmissionFailure(Verdict.CRASH, f"unexpected worker reply {reply[0]!r}")
