@@ -20,8 +20,11 @@ from judge.challenges import (
 )
 from judge.languages import LANGUAGES, BuildError, detect_language
 from judge.report import Report, render
+from judge.sandbox import MODES
+from judge.sandbox import probe as probe_sandbox
 from judge.session import ChallengeError, Session
 from judge.signature import parse_signature
+from judge.supervisor import SandboxRefused
 from judge.timing import CACHE_DIR
 
 
@@ -77,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds allowed for one call of solve (default 60)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        choices=MODES,
+        default="auto",
+        help="confine the worker with Landlock and seccomp: auto (what the machine offers, "
+        "named in the report), require (a usage error where either is missing), off",
     )
     parser.add_argument(
         "--budget",
@@ -143,6 +153,10 @@ def judge(args, console: Console) -> ExitCode:
     device = _pick_device(args.device, notes)
     solution = _find_solution(folder, args.language, args.solution).resolve()
     adapter = _language_for(solution, args.language, device)
+    if args.sandbox == "require":
+        landlock, seccomp, missing = probe_sandbox()
+        if not (landlock and seccomp):
+            raise UsageError(f"--sandbox require: {missing}")
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -166,12 +180,22 @@ def judge(args, console: Console) -> ExitCode:
     if report.build_error is None:
         with tempfile.TemporaryDirectory(prefix="judge-") as workdir:
             session = Session(
-                challenge, folder.path, adapter.name, artifact, device, Path(workdir), args.timeout
+                challenge,
+                folder.path,
+                adapter.name,
+                artifact,
+                device,
+                Path(workdir),
+                args.timeout,
+                args.sandbox,
             )
             try:
                 _run_tests(session, challenge, args, seed, report)
+            except SandboxRefused as refused:
+                raise UsageError(str(refused)) from None
             finally:
                 session.close()
+                report.sandbox = session.sandbox
         if session.load_failure is not None:
             exit_code = ExitCode.BUILD_FAILED
     render(report, console)

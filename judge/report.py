@@ -26,6 +26,7 @@ class Report:
     action: str
     seed: int
     notes: List[str] = field(default_factory=list)
+    sandbox: Optional[str] = None  # what confined the worker (judge.sandbox.confine)
     build_error: Optional[str] = None
     tests: List[TestResult] = field(default_factory=list)
     performance: Optional[PerformanceResult] = None
@@ -50,6 +51,7 @@ class Report:
             "action": self.action,
             "seed": self.seed,
             "notes": self.notes,
+            "sandbox": self.sandbox,
             "build_error": self.build_error,
             "tests": [t.to_dict() for t in self.tests],
             "performance": self.performance.to_dict() if self.performance else None,
@@ -76,6 +78,8 @@ def render(report: Report, console: Console):
         f"action={report.action}  seed={report.seed} (replay with --seed {report.seed})"
     )
     console.print(f"solution: {report.solution}")
+    if report.sandbox is not None:
+        console.print(f"sandbox: {report.sandbox}", markup=False)
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if report.build_error:
@@ -106,7 +110,7 @@ def render(report: Report, console: Console):
                 _verdict_text(test.verdict.value),
                 _fmt(worst.max_abs_error if worst else None),
                 _fmt(worst.max_rel_error if worst else None),
-                "-" if worst is None else f"{sum(c.mismatches for c in test.comparisons)}",
+                ("-" if worst is None else f"{sum(c.mismatches for c in test.comparisons)}"),
                 first,
             )
         console.print(table)
@@ -129,7 +133,10 @@ def _render_values(test: TestResult, console: Console):
     for name in test.expected:
         for label, values in (("expected", test.expected), ("actual", test.actual)):
             text = numpy.array2string(
-                numpy.asarray(values[name]), precision=4, suppress_small=True, max_line_width=140
+                numpy.asarray(values[name]),
+                precision=4,
+                suppress_small=True,
+                max_line_width=140,
             )
             console.print(f"{label} {name}:\n{text}", markup=False, highlight=False)
 

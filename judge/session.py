@@ -18,7 +18,14 @@ from core.challenge_base import materialize_test
 from judge.compare import Comparison, compare_output
 from judge.signature import parse_signature
 from judge.supervisor import Worker
-from judge.timing import Roofline, Timing, escaped_work, sample_until_stable, time_calls
+from judge.timing import (
+    Roofline,
+    Timing,
+    escaped_work,
+    l2_cache_bytes,
+    sample_until_stable,
+    time_calls,
+)
 from judge.verdicts import SubmissionFailure, Verdict
 
 GUARD_BYTES = 16 * 1024  # checked after every output buffer for out-of-bounds writes
@@ -28,7 +35,10 @@ WORKER_FATAL = {
     Verdict.CRASH,
     Verdict.TIMEOUT,
     Verdict.OUT_OF_MEMORY,
+    Verdict.TIMING_TAMPERED,
 }
+# a span this much longer than the round trip the judge saw cannot be the call's own
+ROUND_TRIP_SLACK_MS = 0.5
 
 
 class ChallengeError(RuntimeError):
@@ -73,7 +83,9 @@ class PerformanceResult:
             "detail": self.detail,
             "timing": self.timing.to_dict() if self.timing else None,
             "roofline": asdict(self.roofline) if self.roofline else None,
-            "reference_timing": self.reference_timing.to_dict() if self.reference_timing else None,
+            "reference_timing": (
+                self.reference_timing.to_dict() if self.reference_timing else None
+            ),
             "speedup_over_reference": self.speedup_over_reference,
             "sizes": self.sizes,
         }
@@ -115,8 +127,13 @@ class Session:
         language: the adapter name.
         artifact: the built artifact (``Language.build``'s result).
         device: "cuda" or "cpu".
-        workdir: where the worker's log goes.
+        workdir: where the worker's log and its scratch folder go.
         timeout_s: seconds allowed for one call before the worker is killed.
+        sandbox_mode: "auto", "require" or "off" (``judge.sandbox.confine``).
+
+    Raises:
+        judge.supervisor.SandboxRefused: from the first test, when ``sandbox_mode`` is
+            "require" and the machine cannot confine the worker.
     """
 
     def __init__(
@@ -128,8 +145,11 @@ class Session:
         device: str,
         workdir: Path,
         timeout_s: float = 60.0,
+        sandbox_mode: str = "auto",
     ):
         self.challenge = challenge
+        self.sandbox_mode = sandbox_mode
+        self.sandbox: Optional[str] = None  # what the first worker applied
         self.folder = folder
         self.language = language
         self.artifact = artifact
@@ -148,7 +168,17 @@ class Session:
             raise self.load_failure  # loading fails the same way every time
         if self.worker is None or not self.worker.alive:
             log = self.workdir / "worker.log"
-            self.worker = Worker(self.language, self.artifact, self.folder, self.device, log)
+            scratch = self.workdir / "scratch"
+            self.worker = Worker(
+                self.language,
+                self.artifact,
+                self.folder,
+                self.device,
+                log,
+                scratch,
+                self.sandbox_mode,
+            )
+            self.sandbox = self.sandbox or self.worker.sandbox
         return self.worker
 
     def close(self):
@@ -244,7 +274,12 @@ class Session:
                 and p.direction == "in"
                 and not torch.equal(shared[p.name], private[p.name])
             ):
-                return Verdict.INPUT_MODIFIED, f"solve modified the input {p.name}", [], None
+                return (
+                    Verdict.INPUT_MODIFIED,
+                    f"solve modified the input {p.name}",
+                    [],
+                    None,
+                )
         expected = dict(private)
         for p in self.params:
             if p.is_pointer and p.is_output:
@@ -255,7 +290,11 @@ class Session:
             raise ChallengeError(f"the reference failed on a generated test: {exc!r}") from exc
         comparisons = [
             compare_output(
-                name, snapshot[name], expected[name].cpu(), self.challenge.atol, self.challenge.rtol
+                name,
+                snapshot[name],
+                expected[name].cpu(),
+                self.challenge.atol,
+                self.challenge.rtol,
             )
             for name in snapshot
         ]
@@ -304,7 +343,8 @@ class Session:
 
     def run_performance(self, seed: int, budget_s: float = 10.0) -> PerformanceResult:
         """The performance test: a checked first call, two more warm-ups, then timed samples,
-        each with fresh inputs and a checked output; then the reference, timed the same way."""
+        each with fresh inputs and a checked output; then the reference, timed the same way.
+        """
         if self.device == "cpu":
             return PerformanceResult(Verdict.SKIPPED, "timing needs an NVIDIA GPU (--device cuda)")
         draws = iter(range(seed + 1, seed + 10**6))
@@ -341,9 +381,18 @@ class Session:
                 if not verdict.passed:
                     raise SubmissionFailure(verdict, f"timed call {timed['count']}: {detail}")
 
-            result.timing = sample_until_stable(
-                lambda: worker.time_once(self.timeout_s), prepare, check, budget_s
-            )
+            def sample():
+                timed, round_trip_ms = worker.time_once(self.timeout_s)
+                if timed.time_ms > round_trip_ms + ROUND_TRIP_SLACK_MS:
+                    raise SubmissionFailure(
+                        Verdict.TIMING_TAMPERED,
+                        f"the worker reported {timed.time_ms:.3f} ms for a call whose whole "
+                        f"round trip took {round_trip_ms:.3f} ms",
+                    )
+                return timed
+
+            result.timing = sample_until_stable(sample, prepare, check, budget_s)
+            worker.assert_quiet()
         except SubmissionFailure as failure:
             self._after_failure(failure)
             result.verdict, result.detail = failure.verdict, failure.detail
@@ -356,10 +405,19 @@ class Session:
         moved = self.bytes_moved(private)
         result.roofline = Roofline.of(moved, result.timing.median_ms, streaming_read_gbps())
         if result.roofline.suspicious and result.verdict.passed:
-            result.detail = (
-                f"suspicious: {result.roofline.percent_of_streaming_read:.0f}% of "
-                "the measured streaming-read bandwidth is past the memory system"
-            )
+            percent = result.roofline.percent_of_streaming_read
+            if moved > 2 * l2_cache_bytes():  # cannot be served from L2: the time is forged
+                result.verdict = Verdict.TIMING_TAMPERED
+                result.detail = (
+                    f"{percent:.0f}% of the measured streaming-read bandwidth for "
+                    f"{moved / 1e6:.0f} MB, twice the L2 size or more: faster than the memory "
+                    "system can move the bytes"
+                )
+            else:
+                result.detail = (
+                    f"suspicious: {percent:.0f}% of the measured streaming-read bandwidth is "
+                    "past the memory system (the inputs may fit in L2)"
+                )
         reference = dict(private)
         result.reference_timing = time_calls(
             lambda: self.challenge.reference_impl(**reference), budget_s=budget_s / 2

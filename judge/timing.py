@@ -100,13 +100,19 @@ class Timing:
         return out
 
 
+def l2_cache_bytes(device: Optional[torch.device] = None) -> int:
+    """The GPU's L2 cache size in bytes (64 MiB where the driver does not say)."""
+    props = torch.cuda.get_device_properties(device)
+    return getattr(props, "L2_cache_size", 0) or 64 * 2**20
+
+
 class L2Flusher:
     """Evicts L2 by reading a buffer of twice its size (read-only: no dirty lines)."""
 
     def __init__(self, device: Optional[torch.device] = None):
-        props = torch.cuda.get_device_properties(device)
-        l2_bytes = getattr(props, "L2_cache_size", 0) or 64 * 2**20
-        self.buffer = torch.ones(2 * l2_bytes // 4, dtype=torch.float32, device=device)
+        self.buffer = torch.ones(
+            2 * l2_cache_bytes(device) // 4, dtype=torch.float32, device=device
+        )
 
     def __call__(self):
         self.buffer.sum()

@@ -19,6 +19,8 @@ class Verdict(str, enum.Enum):
     TIMEOUT = "TIMEOUT"
     OUT_OF_MEMORY = "OUT OF MEMORY"
     TIMING_ESCAPED = "WORK ESCAPED TIMING"
+    TIMING_TAMPERED = "TIMING TAMPERED"
+    SANDBOX_REFUSED = "SANDBOX REFUSED"  # --sandbox require on a machine without it: usage
     SKIPPED = "SKIPPED"
 
     @property
@@ -32,6 +34,7 @@ ERROR_VERDICTS = {
     "cuda": Verdict.CUDA_ERROR,
     "oom": Verdict.OUT_OF_MEMORY,
     "exit": Verdict.EXIT,
+    "sandbox": Verdict.SANDBOX_REFUSED,
 }
 
 

@@ -1,7 +1,9 @@
 """Check the judge's timing against itself and against Nsight Compute, on a GPU.
 
-    python scripts/validate_timing.py solutions/96_int8_kv_cache_attention/solution.cu
+    python scripts/validate_timing.py solutions/96_int8_kv_cache_attention/editorial.cu \
+        solutions/95_decode_phase_attention/editorial.triton.py ...
 
+For every solution given:
 1. Runs ``run_challenge.py --action bench`` REPEATS times and prints each median and the
    spread (max - min) / min: repeated benches should agree within 2%.
 2. Profiles the same solution's kernels at the performance shape under ``ncu`` (clocks left
@@ -9,7 +11,9 @@
    NVTX range, as in the judge) and compares the judge's median with the median of ncu's
    gpu__time_duration per call: they should agree within 5%.
 
-CUDA solutions only (ncu sees their kernels directly). Prints a short table last.
+Any language whose kernels ncu can see (CUDA, Triton, PyTorch, ...): the solution is built
+and loaded by its own language adapter, and called once before profiling so JIT compilation
+stays out. Prints one table row per solution last.
 """
 
 import argparse
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
 NCU_CALLS = 7
+BENCH_BUDGET_S = 3  # seconds of samples per bench
 BUSY_FLUSHES = 20  # ~1 ms of reads before each profiled call
 
 
@@ -40,6 +45,8 @@ def bench_medians(solution: Path, number: str, repeats: int):
                 number,
                 "--action",
                 "bench",
+                "--budget",
+                str(BENCH_BUDGET_S),
                 "--solution",
                 str(solution),
                 "--json",
@@ -49,6 +56,8 @@ def bench_medians(solution: Path, number: str, repeats: int):
             capture_output=True,
             text=True,
         )
+        if not report.is_file():
+            sys.exit(f"bench of {solution} wrote no report")
         data = json.loads(report.read_text())
         medians.append(data["performance"]["timing"]["median_ms"])
     return medians
@@ -59,7 +68,7 @@ def ncu_driver(solution: Path, number: str):
     import torch
 
     from judge.challenges import find_challenge, load_challenge
-    from judge.languages.cuda import CudaLanguage
+    from judge.languages import LANGUAGES, detect_language
     from judge.signature import parse_signature
     from judge.timing import L2Flusher
 
@@ -67,10 +76,12 @@ def ncu_driver(solution: Path, number: str):
 
     challenge = load_challenge(find_challenge(number), "cuda")
     params = parse_signature(challenge.get_solve_signature())
-    language = CudaLanguage()
+    language = LANGUAGES[detect_language(solution)]
     call = language.load(language.build(solution, params, Path(tempfile.mkdtemp())), params, "cuda")
     kwargs = materialize_test(challenge.generate_performance_test(), "cuda", seed=0)
     flush = L2Flusher()
+    call(kwargs)  # JIT compilation and autotuning stay outside the profiled ranges
+    torch.cuda.synchronize()
     for _ in range(NCU_CALLS):
         for _ in range(BUSY_FLUSHES):  # keep the GPU busy, as between the judge's samples
             flush()
@@ -128,24 +139,43 @@ def ncu_median_ms(solution: Path, number: str) -> float:
     return statistics.median(calls)
 
 
+def validate(solution: Path, repeats: int) -> dict:
+    """Bench medians, their spread and ncu's median for one solution (times in ms)."""
+    number = solution.resolve().parent.name.split("_")[0]
+    medians = bench_medians(solution, number, repeats)
+    ncu_ms = ncu_median_ms(solution.resolve(), number)
+    judge_ms = statistics.median(medians)
+    return {
+        "solution": str(solution),
+        "medians_ms": medians,
+        "spread": (max(medians) - min(medians)) / min(medians),
+        "ncu_ms": ncu_ms,
+        "judge_vs_ncu": judge_ms / ncu_ms - 1,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("solution", type=Path)
+    parser.add_argument("solutions", type=Path, nargs="+")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--ncu-driver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    number = args.solution.resolve().parent.name.split("_")[0]
     if args.ncu_driver:
-        return ncu_driver(args.solution.resolve(), number)
-    medians = bench_medians(args.solution, number, args.repeats)
-    spread = (max(medians) - min(medians)) / min(medians)
-    ncu_ms = ncu_median_ms(args.solution.resolve(), number)
-    judge_ms = statistics.median(medians)
-    print(f"\nsolution: {args.solution}")
-    print(f"{'bench medians (us)':<28}" + "  ".join(f"{m * 1e3:.1f}" for m in medians))
-    print(f"{'spread (max-min)/min':<28}{spread * 100:.2f}%  (target < 2%)")
-    print(f"{'ncu median per call (us)':<28}{ncu_ms * 1e3:.1f}")
-    print(f"{'judge vs ncu':<28}{(judge_ms / ncu_ms - 1) * 100:+.2f}%  (target within 5%)")
+        solution = args.solutions[0].resolve()
+        return ncu_driver(solution, solution.parent.name.split("_")[0])
+    rows = [validate(solution, args.repeats) for solution in args.solutions]
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    header = f"{'solution':<52}{'bench medians (us)':<26}{'spread':>8}{'ncu (us)':>10}"
+    print(f"\n{header}{'judge/ncu':>11}")
+    for row in rows:
+        medians = " / ".join(f"{m * 1e3:.1f}" for m in row["medians_ms"])
+        print(
+            f"{row['solution'][-51:]:<52}{medians:<26}{row['spread'] * 100:>7.2f}%"
+            f"{row['ncu_ms'] * 1e3:>10.1f}{row['judge_vs_ncu'] * 100:>+10.2f}%"
+        )
+    print("targets: spread < 2%, judge within 5% of ncu")
 
 
 if __name__ == "__main__":
