@@ -2,10 +2,10 @@
 kernel's own mechanisms before the submission is imported.
 
 - Files, with Landlock (the ``landlock`` package; Linux 5.13 or newer): the worker reads
-  everywhere, but may create, change, rename or delete files only under ``WRITABLE_DIRS`` (its
-  scratch folder, which holds the JIT caches it is given) and open for writing only the device
-  files in ``WRITABLE_DEVICES`` (the GPU driver's). Landlock also keeps it from ptracing any
-  process outside its own domain, and from changing mounts.
+  everywhere, but may create, change, rename or delete files only under the policy's folders
+  (its scratch folder, which holds the JIT caches it is given, and its own /proc entries) and
+  open for writing only the device files in ``WRITABLE_DEVICES`` (the GPU driver's). Landlock
+  also keeps it from ptracing any process outside its own domain, and from changing mounts.
 - Processes and network, with seccomp (``pyseccomp`` over libseccomp): ``DENIED_SYSCALLS`` fail
   with EPERM: signals to any process but itself, ptrace and reads or writes of other processes'
   memory, leaving its process group, mounts, kernel modules, io_uring (which could bypass the
@@ -92,7 +92,9 @@ class Policy:
 
     @classmethod
     def for_scratch(cls, scratch: Path) -> "Policy":
-        return cls(writable_dirs=(str(scratch),))
+        """The worker's policy: its scratch folder, and its own /proc entries (the CUDA driver
+        names its threads through /proc/<pid>/task/<tid>/comm and fails to start without)."""
+        return cls(writable_dirs=(str(scratch), os.path.realpath("/proc/self")))
 
 
 class SandboxUnavailable(RuntimeError):
