@@ -5,8 +5,9 @@ import enum
 import secrets
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from rich.console import Console
 
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_challenge.py",
         description="Build a submission, check it against the challenge's reference, time it.",
+        epilog="Many submissions: run_challenge.py batch SPEC --out FILE (batch --help). "
+        "Best times and regressions: run_challenge.py history [CHALLENGE].",
     )
     parser.add_argument(
         "challenge",
@@ -75,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     parser.add_argument("--seed", type=int, help="replay a run's inputs (printed by every run)")
+    parser.add_argument(
+        "--db", type=Path, help="the history file every run is added to (default: see history)"
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -146,6 +152,34 @@ def _language_for(path: Path, requested: Optional[str], device: str):
 
 
 def judge(args, console: Console) -> ExitCode:
+    """Judge one submission as ``args`` asks, print the report, write ``--json`` and add the
+    run to the history (``judge.history``)."""
+    from judge.history import record_run
+    from judge.progress import timing_progress
+
+    started = time.time()
+    with timing_progress(console, args.budget) as on_sample:
+        report, exit_code = evaluate(args, on_sample)
+    render(report, console)
+    if args.json:
+        report.write_json(args.json)
+    record_run(args.db, report.to_dict(), args.challenge, int(exit_code), started)
+    return exit_code
+
+
+def evaluate(args, on_sample=None) -> Tuple[Report, ExitCode]:
+    """Judge one submission as ``args`` (``build_parser()``'s namespace) asks, printing
+    nothing: the code path of every single run and of every batch submission.
+
+    Args:
+        on_sample: called with the count after each timed sample (a progress display).
+
+    Returns:
+        The report and the exit code (OK, TEST_FAILED or BUILD_FAILED).
+
+    Raises:
+        UsageError, ChallengeNotFound, ChallengeLoadError, ChallengeError: as ``main`` reports.
+    """
     import torch
 
     notes: List[str] = []
@@ -190,7 +224,7 @@ def judge(args, console: Console) -> ExitCode:
                 args.sandbox,
             )
             try:
-                _run_tests(session, challenge, args, seed, report)
+                _run_tests(session, challenge, args, seed, report, on_sample)
             except SandboxRefused as refused:
                 raise UsageError(str(refused)) from None
             finally:
@@ -198,15 +232,12 @@ def judge(args, console: Console) -> ExitCode:
                 report.sandbox = session.sandbox
         if session.load_failure is not None:
             exit_code = ExitCode.BUILD_FAILED
-    render(report, console)
-    if args.json:
-        report.write_json(args.json)
     if exit_code is ExitCode.OK and report.counts[1]:
         exit_code = ExitCode.TEST_FAILED
-    return exit_code
+    return report, exit_code
 
 
-def _run_tests(session: Session, challenge, args, seed: int, report: Report):
+def _run_tests(session: Session, challenge, args, seed: int, report: Report, on_sample=None):
     """The tests of ``args.action``, in order, appended to ``report``."""
     import torch
 
@@ -221,12 +252,17 @@ def _run_tests(session: Session, challenge, args, seed: int, report: Report):
         for index, (name, test) in enumerate(zip(names, functional)):
             report.tests.append(session.run_test(name, "functional", test, seed + index))
     if action in ("submit", "bench"):
-        report.performance = session.run_performance(seed, args.budget)
+        report.performance = session.run_performance(seed, args.budget, on_sample)
 
 
 def main(argv=None) -> int:
     # a pipe or file gets a wide table instead of rich's 80-column default
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["history"]:
+        from judge.history import history_main
+
+        return history_main(argv[1:], console)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:

@@ -10,7 +10,7 @@ import contextlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from core.challenge_base import materialize_test
@@ -341,10 +341,16 @@ class Session:
             result.expected, result.actual = values
         return result
 
-    def run_performance(self, seed: int, budget_s: float = 10.0) -> PerformanceResult:
+    def run_performance(
+        self,
+        seed: int,
+        budget_s: float = 10.0,
+        on_sample: Optional[Callable[[int], None]] = None,
+    ) -> PerformanceResult:
         """The performance test: a checked first call, two more warm-ups, then timed samples,
         each with fresh inputs and a checked output; then the reference, timed the same way.
-        """
+        ``on_sample(n)``, when given, is called after the n-th timed sample is checked (a
+        progress display)."""
         if self.device == "cpu":
             return PerformanceResult(Verdict.SKIPPED, "timing needs an NVIDIA GPU (--device cuda)")
         draws = iter(range(seed + 1, seed + 10**6))
@@ -380,6 +386,8 @@ class Session:
                 verdict, detail, _, _ = self._verify(private, shared, guards)
                 if not verdict.passed:
                     raise SubmissionFailure(verdict, f"timed call {timed['count']}: {detail}")
+                if on_sample is not None:
+                    on_sample(timed["count"])
 
             def sample():
                 timed, round_trip_ms = worker.time_once(self.timeout_s)
