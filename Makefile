@@ -20,7 +20,7 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[triton,jax]"
 
 install-dev: install
-	$(BIN)/pip install --quiet -e ".[triton,jax,cute,mojo,dev]"
+	$(BIN)/pip install --quiet -e ".[triton,jax,cute,mojo,ray,dev]"
 
 demo: install
 	$(BIN)/python run_challenge.py 96 --action submit \

@@ -259,6 +259,10 @@ def main(argv=None) -> int:
     # a pipe or file gets a wide table instead of rich's 80-column default
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["batch"]:
+        from judge.batch import batch_main
+
+        return batch_main(argv[1:], console)
     if argv[:1] == ["history"]:
         from judge.history import history_main
 
