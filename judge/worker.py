@@ -105,47 +105,6 @@ def _private_caches(scratch: str, device: str):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-class PrivateInputs:
-    """Worker-local copies of one call's shared tensors, for the timed calls.
-
-    The shared tensors are CUDA IPC mappings of the judge's memory, rewritten by the judge's
-    own context before every sample; a kernel timed on them read faster than on memory of its
-    own process (the judge's median fell 7-12% below Nsight Compute's for the INT8 editorial).
-    So each timed call runs on copies in this process's memory, made (with the guard bytes
-    after every output, whole storages) just before the L2 flush, and copied back after the
-    call, untimed, for the judge's checks: a kernel is timed as it runs in a server."""
-
-    def __init__(self, kwargs):
-        import torch
-
-        self.pairs = []
-        self.kwargs = dict(kwargs)
-        for name, value in kwargs.items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            shared = torch.empty(0, dtype=torch.uint8, device=value.device)
-            shared.set_(value.untyped_storage())
-            local = shared.clone()
-            self.pairs.append((shared, local))
-            view = torch.empty(0, dtype=value.dtype, device=value.device)
-            view.set_(local.untyped_storage(), value.storage_offset(), value.shape, value.stride())
-            self.kwargs[name] = view
-
-    def refresh(self):
-        """Copy the judge's current inputs (and poisoned outputs) in."""
-        for shared, local in self.pairs:
-            local.copy_(shared)
-
-    def publish(self):
-        """Copy everything back, so the judge sees what the call wrote (and any input it
-        modified, and any byte past an output)."""
-        import torch
-
-        for shared, local in self.pairs:
-            shared.copy_(local)
-        torch.cuda.synchronize()
-
-
 def main(
     requests,
     replies,
@@ -208,7 +167,7 @@ def main(
             torch.cuda.synchronize()
 
     write_reply(reply_fd, 0, "ready", sandbox=applied)
-    kwargs, flush, private = None, None, None
+    kwargs, flush = None, None
     while True:
         message = requests.recv()
         if message[0] == "exit":
@@ -216,17 +175,14 @@ def main(
         seq = message[1]
         try:
             if message[0] == "run":
-                kwargs, private = message[2], None
+                kwargs = message[2]
                 run(kwargs)
                 answer = ("done", {})
             elif message[0] == "time":
                 flush = flush or L2Flusher()
-                private = private or PrivateInputs(kwargs)
-                private.refresh()
-                sample = time_once(lambda: call(private.kwargs), flush)
+                sample = time_once(lambda: call(kwargs), flush)
                 if check is not None:
                     check()
-                private.publish()
                 answer = (
                     "timed",
                     {
