@@ -13,6 +13,7 @@ import queue
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -67,6 +68,9 @@ def local_slots(device: str, jobs: Optional[int]) -> List[str]:
 def _judge_process_main(conn, visible_devices: str, log_path: str):
     """A local judge process: pinned to its GPU before CUDA starts, it judges one task at a
     time until told to stop (None), the batch goes away, or it is interrupted."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # too late to pin: refuse to judge
+        raise RuntimeError("CUDA started before the judge process was pinned to its GPU")
     os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)  # what the libraries print must not break the batch's display

@@ -3,6 +3,7 @@ lines, a killed batch resumed without redoing finished work, and a small batch o
 cluster. Small "run" actions keep the CPU cost low."""
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from judge.batch import run_batch
 from judge.batch_spec import parse_spec
 from judge.challenges import REPO_ROOT
 from judge.history import History
+from judge.progress import BatchProgress, timing_progress
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 SOLUTION_96 = REPO_ROOT / "solutions" / "96_int8_kv_cache_attention" / "solution.pytorch.py"
@@ -220,3 +222,22 @@ def test_local_ray_cluster_runs_a_small_batch(tmp_path):
     assert "Ray: 2 tasks on the CPU" in shown.export_text()
     with History(db) as history:
         assert sorted(r.submission_id for r in history.runs()) == ["plain", "wrong"]
+
+
+def test_progress_is_live_only_on_a_terminal():
+    plain = Console(file=io.StringIO(), force_terminal=False, width=120)
+    with BatchProgress(plain, 2, plain.is_terminal) as bar:
+        bar.advance("PASS", "a")
+        bar.advance("WRONG ANSWER", "b")
+    assert plain.file.getvalue().splitlines() == ["[1/2] a", "[2/2] b"]
+    assert bar.counts == {"PASS": 1, "WRONG ANSWER": 1}
+    with timing_progress(plain, 1.0) as on_sample:
+        assert on_sample is None
+    live = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with BatchProgress(live, 2, live.is_terminal) as bar:
+        bar.advance("PASS", "a")
+    assert "1/2" in live.file.getvalue() and "PASS 1" in live.file.getvalue()
+    with timing_progress(live, 2.0) as on_sample:
+        on_sample(1)
+        on_sample(2)
+    assert "timing: 2 samples" in live.file.getvalue()
