@@ -3,6 +3,7 @@ tool-availability checks."""
 
 import os
 import shutil
+import tempfile
 
 import pytest
 import torch  # noqa: E402
@@ -16,6 +17,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
 
 # every challenge folder: the generic tests (checker, starters) run on each
+# every judge run adds a row to the history (judge/history.py): keep the tests' rows out of
+# the user's own history file, in a folder of this test session
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="judge-tests-data-")
+
 CHALLENGE_IDS = [str(f.number) for f in list_challenges()]
 
 
