@@ -244,12 +244,14 @@ class TestCudaBuildVerdicts:
             self.build("compile_error.cu", tmp_path)
 
     @requires_nvcc
-    def test_missing_extern_c_is_a_build_error(self, tmp_path):
-        with pytest.raises(BuildError, match='declare it extern "C"'):
-            self.build("no_extern_c.cu", tmp_path)
+    def test_a_solve_nvcc_cannot_export_is_a_build_error(self, tmp_path):
+        with pytest.raises(BuildError, match="defines no function `solve`"):
+            self.build("solve_in_namespace.cu", tmp_path)
 
     def test_wrong_parameter_list_is_a_build_error(self, tmp_path):
-        with pytest.raises(BuildError, match=r"does not match the challenge's solve\(Q, K_int8"):
+        with pytest.raises(
+            BuildError, match=r"7 parameters, the signature has 9(?s:.*)solve\(const float\* Q"
+        ):
             self.build("wrong_parameters.cu", tmp_path)
 
     @requires_nvcc

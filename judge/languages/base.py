@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from judge.signature import Param, declared_parameters
+from judge.signature import Param, compare_declaration, declared_solve, expected_declaration
 
 Call = Callable[[Dict[str, object]], None]
 
@@ -37,24 +37,40 @@ class Language(ABC):
     extra: Optional[str] = None
 
     def expected_parameters(self, params: List[Param]) -> List[str]:
-        """The parameter names ``solve`` must declare, in order."""
+        """The names of the parameters ``solve`` takes, in order (all of the signature's)."""
         return [p.name for p in params]
+
+    def solve_parameters(self, params: List[Param]) -> List[Param]:
+        """The signature's parameters that ``solve`` takes, in the order it takes them."""
+        names = set(self.expected_parameters(params))
+        return [p for p in params if p.name in names]
 
     def missing_toolchain(self) -> Optional[str]:
         """None when the toolchain is installed, else a message saying how to install it."""
         return None
 
-    def build(self, source: Path, params: List[Param], workdir: Path) -> Path:
+    def build(
+        self, source: Path, params: List[Param], workdir: Path, notes: Optional[List[str]] = None
+    ) -> Path:
         """Check (and for compiled languages, compile) ``source`` in the judge process.
+
+        Args:
+            source: the submission file.
+            params: the challenge's signature.
+            workdir: where build products go (cached there by content).
+            notes: receives what the user should know about a build that succeeded (a
+                parameter named differently from the signature, a legacy form).
 
         Returns:
             The artifact the worker loads (the source itself for Python languages).
 
         Raises:
-            BuildError: compilation failed, or ``solve`` is missing or declares other
-                parameters than the challenge's signature.
+            BuildError: compilation failed, or ``solve`` is missing or does not take the
+                signature's parameters (their count and types, by position).
         """
-        check_declared_parameters(source, self.expected_parameters(params))
+        found = check_solve_declaration(source, self.name, self.solve_parameters(params))
+        if notes is not None:
+            notes.extend(found)
         return source
 
     @abstractmethod
@@ -67,19 +83,48 @@ class Language(ABC):
         """
 
 
-def check_declared_parameters(source: Path, expected: List[str]):
-    """Raise ``BuildError`` unless ``source`` declares ``solve`` with exactly ``expected``."""
+def check_solve_declaration(source: Path, language: str, params: List[Param]) -> List[str]:
+    """Check ``solve``'s declaration in ``source`` by the ABI rule: ``solve`` is called by
+    position, so the parameters' count and types must be the signature's; a name that differs
+    is only a note.
+
+    Args:
+        source: the submission file.
+        language: the adapter name (for the expected declaration's spelling).
+        params: the parameters ``solve`` takes, in order.
+
+    Returns:
+        One note per parameter whose name alone differs from the signature's.
+
+    Raises:
+        BuildError: no ``solve``, a syntax error in a Python file, or a mismatch; the message
+            shows the expected declaration beside the one found.
+    """
     try:
-        declared = declared_parameters(source)
+        declaration = declared_solve(source)
     except SyntaxError as exc:
         raise BuildError(f"{source}:{exc.lineno}: syntax error: {exc.msg}") from None
-    if declared is None:
+    if declaration is None:
         raise BuildError(f"{source} defines no function `solve`; start from the starter file")
-    if declared != expected:
+    problems, renamed = compare_declaration(params, declaration)
+    if problems:
         raise BuildError(
-            f"{source}: solve({', '.join(declared)}) does not match the challenge's "
-            f"solve({', '.join(expected)})"
+            f"{source}:{declaration.line}: solve does not match the challenge's signature: "
+            + "; ".join(problems)
+            + f"\n  expected: {expected_declaration(language, params)}"
+            + f"\n  found:    {declaration.text}"
         )
+    return [
+        f"{source.name}:{declaration.line}: parameter {position} is named `{found}`, the "
+        f"signature's `{expected}`: arguments are passed by position, so it builds"
+        for position, found, expected in renamed
+    ]
+
+
+def call_by_position(solve, params: List[Param], kwargs: Dict[str, object]):
+    """``solve(*arguments)`` in the order of ``params``, as the C ABI and LeetGPU pass them:
+    the parameters' names are the submission's own."""
+    return solve(*[kwargs[p.name] for p in params])
 
 
 def import_solve(path: Path):
@@ -105,11 +150,12 @@ def module_available(name: str) -> bool:
 
 
 class PythonLanguage(Language):
-    """A language whose submission is a Python file calling ``solve(**kwargs)`` in place."""
+    """A language whose submission is a Python file whose ``solve`` writes the outputs in
+    place; it gets its arguments by position, in the signature's order."""
 
     def load(self, artifact, params, device):
         solve = import_solve(artifact)
-        return lambda kwargs: solve(**kwargs)
+        return lambda kwargs: call_by_position(solve, params, kwargs)
 
 
 def cached_library(source: Path, workdir: Path, salt: str) -> Path:

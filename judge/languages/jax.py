@@ -41,7 +41,7 @@ class JaxLanguage(Language):
                 p.name: jax.dlpack.from_dlpack(kwargs[p.name]) if p.is_pointer else kwargs[p.name]
                 for p in inputs
             }
-            result = solve(**args)
+            result = solve(*args.values())  # by position, as the C ABI passes them
             if not isinstance(result, jax.Array):
                 raise TypeError(
                     f"solve returned {type(result).__name__}; return the output as a jax.Array"

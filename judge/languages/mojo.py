@@ -26,7 +26,7 @@ from judge.languages.base import (
     BuildError,
     Language,
     cached_library,
-    check_declared_parameters,
+    check_solve_declaration,
     ctypes_argtypes,
     ctypes_arguments,
 )
@@ -104,8 +104,10 @@ class MojoLanguage(Language):
         found = f"found Mojo {version}" if version else "Mojo is not installed"
         return f"{found}; the judge supports Mojo {RELEASE}: pip install -e '.[mojo]'"
 
-    def build(self, source: Path, params: List[Param], workdir: Path) -> Path:
-        check_declared_parameters(source, self.expected_parameters(params))
+    def build(self, source: Path, params: List[Param], workdir: Path, notes=None) -> Path:
+        found = check_solve_declaration(source, self.name, self.solve_parameters(params))
+        if notes is not None:
+            notes.extend(found)
         arch = target_accelerator()
         library = cached_library(source, workdir, RELEASE + arch)
         if library.is_file():
