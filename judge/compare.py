@@ -24,6 +24,7 @@ class Comparison:
     expected_value: Optional[float] = None
     actual_value: Optional[float] = None
     reason: str = ""
+    diagnosis: Optional[str] = None  # the likely cause and fix (judge.diagnose), if known
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -118,6 +118,8 @@ def render(report: Report, console: Console):
             if test.detail and not test.verdict.passed:
                 console.print(f"[red]{test.name}[/red]: ", end="")
                 console.print(test.detail, markup=False, highlight=False)
+            if test.diagnosis and not test.verdict.passed:
+                console.print(f"  likely cause: {test.diagnosis}", markup=False, highlight=False)
         for test in report.tests:
             if test.expected is not None:
                 _render_values(test, console)

@@ -16,6 +16,7 @@ import torch
 from core.challenge_base import materialize_test
 
 from judge.compare import Comparison, compare_output
+from judge.diagnose import diagnose_error, diagnose_outputs
 from judge.signature import parse_signature
 from judge.supervisor import Worker
 from judge.timing import (
@@ -58,6 +59,7 @@ class TestResult:
     sizes: Dict[str, object] = field(default_factory=dict)
     expected: Optional[Dict[str, list]] = None  # the "run" action shows small outputs
     actual: Optional[Dict[str, list]] = None
+    diagnosis: Optional[str] = None  # likely cause and fix, where a pattern fits (judge.diagnose)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -299,6 +301,13 @@ class Session:
             for name in snapshot
         ]
         failed = [c for c in comparisons if not c.passed]
+        if failed:
+            outputs = {n: expected[n] for n in snapshot}
+            causes = diagnose_outputs(
+                self.challenge, self.params, private, outputs, snapshot, self.language
+            )
+            for c in failed:
+                c.diagnosis = causes.get(c.name)
         values = None
         if keep_values:
             values = (
@@ -334,9 +343,11 @@ class Session:
         except SubmissionFailure as failure:
             self._after_failure(failure)
             result.verdict, result.detail = failure.verdict, failure.detail
+            result.diagnosis = diagnose_error(failure.detail)
             return result
         verdict, detail, comparisons, values = self._verify(private, shared, guards, keep_values)
         result.verdict, result.detail, result.comparisons = verdict, detail, comparisons
+        result.diagnosis = next((c.diagnosis for c in comparisons if c.diagnosis), None)
         if values is not None:
             result.expected, result.actual = values
         return result

@@ -17,7 +17,6 @@ done, timed, sync_tail, error (kind in ERROR_KINDS), tampered.
 import os
 import resource
 import sys
-import traceback
 
 JUDGE_DIR = os.path.dirname(os.path.abspath(__file__))
 ERROR_KINDS = ("build", "exception", "cuda", "oom", "exit", "sandbox")
@@ -45,14 +44,10 @@ def _classify(exc: BaseException) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"solve called exit({exc.code!r})"
-    # the submission's frames only: the judge's own are noise to its author
-    frames = [
-        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(JUDGE_DIR)
-    ]
-    where = "".join(traceback.format_list(frames[-3:]))
-    return (where + "".join(traceback.format_exception_only(type(exc), exc))).strip()
+    # the submission's frames first (Triton's kernel lines included), the judge's left out
+    from judge.frames import describe_exception
+
+    return describe_exception(exc, JUDGE_DIR)
 
 
 def _close_inherited_descriptors(keep):
