@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 from rich.console import Console
 
+from judge.build_only import check_build
 from judge.challenges import (
     ChallengeLoadError,
     ChallengeNotFound,
@@ -19,6 +20,7 @@ from judge.challenges import (
     list_challenges,
     load_challenge,
 )
+from judge.frames import cuda_required
 from judge.languages import LANGUAGES, BuildError, detect_language
 from judge.report import Report, render
 from judge.sandbox import MODES
@@ -66,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--action",
-        choices=("run", "submit", "bench"),
+        choices=("run", "submit", "bench", "build"),
         default="run",
         help="run: the example test; submit: every functional test, then "
-        "the performance test; bench: the performance test only",
+        "the performance test; bench: the performance test only; build: compile and "
+        "check solve's declaration only (CUDA, Mojo and CuTe DSL too without a GPU)",
     )
     parser.add_argument(
         "--device",
@@ -138,7 +141,7 @@ def _pick_device(requested: Optional[str], notes: List[str]) -> str:
     return requested
 
 
-def _language_for(path: Path, requested: Optional[str], device: str):
+def _language_for(path: Path, requested: Optional[str], device: str, build_only=False):
     language = requested or detect_language(path)
     if language is None:
         raise UsageError(f"cannot tell the language of {path}; pass --language")
@@ -146,8 +149,11 @@ def _language_for(path: Path, requested: Optional[str], device: str):
     missing = adapter.missing_toolchain()
     if missing:
         raise UsageError(missing)
-    if device == "cpu" and not adapter.runs_on_cpu:
-        raise UsageError(f"{language} needs an NVIDIA GPU; on a CPU, pytorch, triton and jax run")
+    if device == "cpu" and not adapter.runs_on_cpu and not build_only:
+        raise UsageError(
+            f"{language} needs an NVIDIA GPU; on a CPU, pytorch, triton and jax run "
+            "(--action build compiles it without one)"
+        )
     return adapter
 
 
@@ -186,7 +192,7 @@ def evaluate(args, on_sample=None) -> Tuple[Report, ExitCode]:
     folder = find_challenge(args.challenge)
     device = _pick_device(args.device, notes)
     solution = _find_solution(folder, args.language, args.solution).resolve()
-    adapter = _language_for(solution, args.language, device)
+    adapter = _language_for(solution, args.language, device, args.action == "build")
     if args.sandbox == "require":
         landlock, seccomp, missing = probe_sandbox()
         if not (landlock and seccomp):
@@ -207,11 +213,13 @@ def evaluate(args, on_sample=None) -> Tuple[Report, ExitCode]:
     exit_code = ExitCode.OK
     try:
         params = parse_signature(challenge.get_solve_signature())
-        artifact = adapter.build(solution, params, CACHE_DIR / "builds")
+        artifact = adapter.build(solution, params, CACHE_DIR / "builds", report.notes)
+        if args.action == "build":
+            report.notes.append(check_build(adapter, artifact, folder.path))
     except BuildError as error:
         report.build_error = str(error)
         exit_code = ExitCode.BUILD_FAILED
-    if report.build_error is None:
+    if report.build_error is None and args.action != "build":
         with tempfile.TemporaryDirectory(prefix="judge-") as workdir:
             session = Session(
                 challenge,
@@ -227,6 +235,14 @@ def evaluate(args, on_sample=None) -> Tuple[Report, ExitCode]:
                 _run_tests(session, challenge, args, seed, report, on_sample)
             except SandboxRefused as refused:
                 raise UsageError(str(refused)) from None
+            except Exception as error:  # a challenge that puts tensors on "cuda"
+                where = cuda_required(error, folder.path / "challenge.py")
+                if device != "cpu" or where is None:
+                    raise
+                raise UsageError(
+                    f'{where}\nthe challenge creates tensors on "cuda", so it needs an NVIDIA '
+                    "GPU; this machine has none (run it where PyTorch sees one)"
+                ) from None
             finally:
                 session.close()
                 report.sandbox = session.sandbox

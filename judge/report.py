@@ -39,6 +39,7 @@ class Report:
             verdicts.append(self.performance.verdict)
         passed = sum(v.passed for v in verdicts)
         failed = sum(not v.passed and v.value != "SKIPPED" for v in verdicts)
+        passed += self.action == "build" and not self.build_error  # --action build: built
         return passed, failed + (1 if self.build_error else 0)
 
     def to_dict(self) -> dict:
@@ -85,6 +86,8 @@ def render(report: Report, console: Console):
     if report.build_error:
         console.print(_verdict_text("BUILD ERROR"))
         console.print(report.build_error, markup=False, highlight=False)
+    elif report.action == "build":
+        console.print(Text("BUILD OK", style=STYLE["PASS"]), "solve matches the signature")
 
     if report.tests:
         table = Table(show_lines=False)
