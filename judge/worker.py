@@ -71,6 +71,21 @@ def _close_inherited_descriptors(keep):
         pass
 
 
+def _die_with_the_judge():
+    """Ask the kernel for SIGKILL when the judge exits (PR_SET_PDEATHSIG): the worker leads
+    its own process group, so a judge killed by its user would otherwise leave it running."""
+    import ctypes
+    import signal
+
+    judge_pid = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != judge_pid:  # the judge was gone before the request took effect
+        os._exit(1)
+
+
 def _private_caches(scratch: str, device: str):
     """Every cache and temporary folder a submission's toolchain writes, inside ``scratch``.
     A fresh scratch per run also means no submission can plant a compiled kernel in a cache
@@ -121,6 +136,7 @@ def main(
     os.close(log)
     _close_inherited_descriptors({0, 1, 2, requests.fileno(), reply_fd})
     os.setsid()
+    _die_with_the_judge()
     _private_caches(scratch, device)
 
     from judge.sandbox import Policy, SandboxUnavailable, confine

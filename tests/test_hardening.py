@@ -3,6 +3,7 @@ hostile fixtures end to end (on the CPU, and on the GPU where there is one)."""
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from test_judge import DEVICES, FIXTURES, SOLUTIONS, judge
 
 import judge as judge_package
 from judge import sandbox
+from judge.challenges import REPO_ROOT
 from judge.channel import (
     CorruptReply,
     ReplyReader,
@@ -307,3 +309,83 @@ def test_the_worker_leads_its_own_process_group(tmp_path):
     code, report, output = judge("96", "--device", "cpu", "--solution", probe)
     actual = report["tests"][0]["actual"]["output"]
     assert actual[0][0] == 1.0, output
+
+
+def _children(pid: int):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    found = []
+    for task in tasks:
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+def _stat(pid: int):
+    """(state, process group) of a process, or None once it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] == "Z" else (fields[0], int(fields[2]))
+
+
+def _settled_in_solve(pid: int) -> bool:
+    """Past start-up (leading its own group) and asleep in the fixture's sleep loop."""
+    for _ in range(5):
+        stat = _stat(pid)
+        if stat is None or stat[1] != pid or stat[0] != "S":
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_a_worker_does_not_outlive_a_killed_judge():
+    """The worker leads its own process group, so only the kernel's parent-death signal takes
+    it down with a judge killed from outside; without it the worker would sleep on in solve."""
+    judge_process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO_ROOT / "run_challenge.py"),
+            "96",
+            "--device",
+            "cpu",
+            "--solution",
+            str(FIXTURES / "hangs.pytorch.py"),
+            "--timeout",
+            "300",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    workers = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            workers = [
+                c
+                for c in _children(judge_process.pid)
+                if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+            ]
+            if workers and _settled_in_solve(workers[0]):
+                break
+            time.sleep(0.5)
+        assert workers and _settled_in_solve(workers[0]), "the worker never reached solve"
+        judge_process.kill()
+        judge_process.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while _stat(workers[0]) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _stat(workers[0]) is None, "the worker outlived its judge"
+    finally:
+        judge_process.kill()
+        for worker in workers:
+            try:
+                os.kill(worker, 9)
+            except ProcessLookupError:
+                pass
