@@ -42,3 +42,33 @@ def int8_kv_attention_oracle(Q, K_int8, V_int8, k_scale, v_scale):
             values[s] *= np.float64(v_scale[h][s])
         out[h] = _softmax_attention(Q[h], keys, values)
     return out
+
+
+def paged_kv_attention_oracle(Q, K_cache, V_cache, block_table, seq_lens):
+    """Challenge 97. Q (B, Hq, D); K_cache, V_cache (num_blocks, block_size, Hkv, D); block_table
+    (B, max_blocks_per_seq) int; seq_lens (B,) int -> output (B, Hq, D), float64.
+
+    Sequence b's keys are read page by page: page p is block block_table[b, p], whose slots hold
+    tokens p * block_size ... p * block_size + block_size - 1; only the first seq_lens[b] count.
+    """
+    Q = np.asarray(Q, dtype=np.float64)
+    batch, q_heads, head_dim = Q.shape
+    block_size, kv_heads = K_cache.shape[1], K_cache.shape[2]
+    group = q_heads // kv_heads
+    out = np.empty(Q.shape, dtype=np.float64)
+    for b in range(batch):
+        length = int(seq_lens[b])
+        pages = (length + block_size - 1) // block_size
+        for kv in range(kv_heads):
+            keys = np.empty((pages * block_size, head_dim), dtype=np.float64)
+            values = np.empty((pages * block_size, head_dim), dtype=np.float64)
+            for p in range(pages):
+                block = int(block_table[b][p])
+                assert 0 <= block < K_cache.shape[0], "a page of the sequence is not in the pool"
+                rows = slice(p * block_size, (p + 1) * block_size)
+                keys[rows] = K_cache[block, :, kv, :]
+                values[rows] = V_cache[block, :, kv, :]
+            for g in range(group):
+                h = kv * group + g
+                out[b, h] = _softmax_attention(Q[b, h], keys[:length], values[:length])
+    return out
