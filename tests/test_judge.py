@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import requires_cuda, requires_nvcc
 
-from judge.challenges import REPO_ROOT, load_challenge
+from judge.challenges import REPO_ROOT, find_challenge, load_challenge
 from judge.compare import compare_output
 from judge.languages import LANGUAGES, detect_language
 from judge.languages.base import BuildError, import_solve
@@ -262,7 +262,7 @@ class TestCudaBuildVerdicts:
     @requires_nvcc
     @pytest.mark.parametrize("source", sorted(SOLUTIONS.glob("*/*.cu")), ids=lambda p: p.name)
     def test_cuda_solutions_build(self, source, tmp_path):
-        challenge = load_challenge(REPO_ROOT / "challenges" / "medium" / source.parent.name, "cpu")
+        challenge = load_challenge(find_challenge(source.parent.name), "cpu")
         params = parse_signature(challenge.get_solve_signature())
         assert CudaLanguage().build(source, params, tmp_path).is_file()
 
@@ -279,7 +279,7 @@ class TestMojoBuild:
 
     @pytest.mark.parametrize("source", sorted(SOLUTIONS.glob("*/*.mojo")), ids=lambda p: p.name)
     def test_mojo_solutions_build(self, source, tmp_path):
-        challenge = load_challenge(REPO_ROOT / "challenges" / "medium" / source.parent.name, "cpu")
+        challenge = load_challenge(find_challenge(source.parent.name), "cpu")
         params = parse_signature(challenge.get_solve_signature())
         library = self.language.build(source, params, tmp_path)
         assert (
@@ -437,7 +437,7 @@ class TestCuteBuild:
 
     @pytest.mark.parametrize("source", sorted(SOLUTIONS.glob("*/*.cute.py")), ids=lambda p: p.name)
     def test_cute_solutions_compile_for_every_functional_test(self, source):
-        challenge = load_challenge(REPO_ROOT / "challenges" / "medium" / source.parent.name, "cpu")
+        challenge = load_challenge(find_challenge(source.parent.name), "cpu")
         params = parse_signature(challenge.get_solve_signature())
         solve = import_solve(source)
         tests = [challenge.generate_example_test(), *challenge.generate_functional_test()]
