@@ -1,0 +1,477 @@
+// A CPU model of the CUDA features the challenge-99 CUDA editorial uses, so that its kernel
+// runs, unchanged, on a machine without a GPU (tests/test_challenge_99.py builds it with g++).
+//
+// The editorial includes <cuda_runtime.h>; with this folder first on the include path it gets
+// this file instead, and with MLA_HOST_MODEL defined it leaves out its inline PTX and its CUDA
+// host code, which this file replaces:
+// - every GPU thread is a fiber (ucontext) of one OS thread, run by a round-robin scheduler
+//   that resumes a fiber only when what it waits for has happened, and reports a deadlock when
+//   no fiber can run;
+// - __syncthreads, __syncwarp, cluster barriers, shuffles, votes, mma.sync (m16n8k16 and
+//   m16n8k8, fp16 inputs, fp32 accumulators) and movmatrix meet all threads of their warp,
+//   CTA or cluster, and a warp whose lanes reach different collectives aborts;
+// - the operand layouts of mma.sync and movmatrix are the PTX ISA's, built lane by lane;
+// - mbarriers keep the arrival and transaction counts and the phase of the hardware, and
+//   try_wait.parity succeeds once the phase of that parity has completed;
+// - a bulk copy lands one scheduler round after it is issued (then completes its bytes on the
+//   barrier of every destination CTA), so a thread that reads a stage before waiting on its
+//   barrier reads stale data; shared memory starts as NaN.
+// Products are exact and sums are taken in double, so this checks the kernel's indexing,
+// fragments, pipeline and merge, not the tensor cores' own rounding.
+#pragma once
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <unordered_map>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+
+struct alignas(8) float2 {
+    float x, y;
+};
+struct uint3 {
+    unsigned x, y, z;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+using std::max;
+using std::min;
+
+inline float __uint_as_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline uint32_t __float_as_uint(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+inline float __ldcg(const float* p) { return *p; }
+inline void __threadfence() {}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {  // fibers never interleave inside it
+    const unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+
+namespace cpu_model {
+
+constexpr int kWarp = 32;
+constexpr size_t kStack = 128 * 1024;
+
+[[noreturn]] inline void fail(const char* what) {
+    std::fprintf(stderr, "cpu model: %s\n", what);
+    std::abort();
+}
+
+enum class Wait { kNothing, kCounter, kPhase };
+
+struct Cta;
+struct Thread {
+    ucontext_t context;
+    std::vector<char> stack;
+    uint3 thread_idx;
+    Cta* cta;
+    int lane, warp;
+    bool done = false;
+    Wait wait = Wait::kNothing;
+    const long* counter = nullptr;  // kCounter: runnable once *counter > after
+    long after = 0;
+    const void* barrier = nullptr;  // kPhase: runnable once that barrier's phase completed
+    unsigned parity = 0;
+};
+
+struct Mbarrier {
+    unsigned count = 0, pending = 0;  // arrivals per phase, arrivals still expected
+    long tx = 0;                      // bytes still expected (may dip below 0 for a while)
+    long phases = 0;                  // completed phases
+};
+
+// threads that meet: a warp (which also carries its collectives' operands), a CTA, a cluster
+struct Meeting {
+    long generation = 0;
+    int arrived = 0;
+    int op[2][kWarp];
+    uint32_t in[2][kWarp][12];
+    uint32_t out[2][kWarp][4];
+};
+
+struct Cta {
+    uint3 block_idx;
+    std::vector<unsigned char> memory;
+    unsigned char* base;  // dynamic shared memory, 128-byte aligned
+    size_t bytes;
+    Meeting block;
+    Meeting warps[32];
+};
+
+struct Copy {
+    unsigned char* dst;
+    const void* src;
+    unsigned bytes;
+    const void* barrier;
+};
+
+struct Runtime {
+    std::vector<Cta*> ctas;  // the cluster, by rank
+    Meeting cluster;
+    std::vector<Thread*> threads;
+    std::unordered_map<const void*, Mbarrier> barriers;
+    std::vector<Copy> in_flight;
+    std::function<void()> body;
+    ucontext_t scheduler;
+    Thread* current = nullptr;
+    int threads_per_cta = 0;
+};
+
+inline Runtime& rt() {
+    static Runtime runtime;
+    return runtime;
+}
+inline Thread& self() { return *rt().current; }
+
+inline void yield() { swapcontext(&self().context, &rt().scheduler); }
+
+inline void wait_counter(const long* counter, long after) {
+    Thread& t = self();
+    t.wait = Wait::kCounter;
+    t.counter = counter;
+    t.after = after;
+    yield();
+    t.wait = Wait::kNothing;
+}
+
+inline Mbarrier& barrier_at(const void* address) {
+    auto it = rt().barriers.find(address);
+    if (it == rt().barriers.end()) fail("mbarrier used before mbarrier.init");
+    return it->second;
+}
+
+inline bool phase_done(const void* address, unsigned parity) {
+    return static_cast<unsigned>(barrier_at(address).phases & 1) != parity;
+}
+
+inline bool runnable(const Thread& t) {
+    if (t.wait == Wait::kCounter) return *t.counter > t.after;
+    if (t.wait == Wait::kPhase) return phase_done(t.barrier, t.parity);
+    return true;
+}
+
+inline void meet(Meeting& m, int members) {
+    const long mine = m.generation;
+    if (++m.arrived == members) {
+        m.arrived = 0;
+        ++m.generation;
+    } else {
+        wait_counter(&m.generation, mine);
+    }
+}
+
+// a warp-wide operation: each lane gives n_in words, the last lane to arrive computes every
+// lane's n_out result words from all of them
+template <class Compute>
+void warp_collective(int op, const uint32_t* in, int n_in, uint32_t* out, int n_out,
+                     Compute compute) {
+    Thread& t = self();
+    Meeting& w = t.cta->warps[t.warp];
+    const long mine = w.generation;
+    const int slot = static_cast<int>(mine & 1);
+    w.op[slot][t.lane] = op;
+    if (n_in) std::memcpy(w.in[slot][t.lane], in, 4 * n_in);
+    if (++w.arrived == kWarp) {
+        for (int lane = 0; lane < kWarp; ++lane)
+            if (w.op[slot][lane] != op) fail("the lanes of a warp reached different collectives");
+        compute(w.in[slot], w.out[slot]);
+        w.arrived = 0;
+        ++w.generation;
+    } else {
+        wait_counter(&w.generation, mine);
+    }
+    if (n_out) std::memcpy(out, w.out[slot][t.lane], 4 * n_out);
+}
+
+inline void arrive(Mbarrier& b) {
+    if (b.pending == 0) fail("more arrivals than the mbarrier's count in one phase");
+    --b.pending;
+    if (b.pending == 0 && b.tx == 0) {
+        ++b.phases;
+        b.pending = b.count;
+    }
+}
+
+inline void complete_tx(Mbarrier& b, unsigned bytes) {
+    b.tx -= bytes;
+    if (b.pending == 0 && b.tx == 0) {
+        ++b.phases;
+        b.pending = b.count;
+    }
+}
+
+inline Cta& rank_of(unsigned rank) {
+    if (rank >= rt().ctas.size()) fail("a CTA rank outside the cluster");
+    return *rt().ctas[rank];
+}
+
+// the same shared-memory offset as `p` (in this CTA) in the CTA of rank `rank`
+inline unsigned char* peer(const void* p, unsigned rank) {
+    Cta& mine = *self().cta;
+    const size_t offset = static_cast<const unsigned char*>(p) - mine.base;
+    if (offset >= mine.bytes) fail("a shared-memory address outside the CTA's");
+    return rank_of(rank).base + offset;
+}
+
+inline void land_copies() {
+    std::vector<Copy> copies;
+    copies.swap(rt().in_flight);
+    for (const Copy& c : copies) {
+        std::memcpy(c.dst, c.src, c.bytes);
+        complete_tx(barrier_at(c.barrier), c.bytes);
+    }
+}
+
+inline void entry() {
+    rt().body();
+    self().done = true;
+    swapcontext(&self().context, &rt().scheduler);
+}
+
+// Run `body` as the kernel of one cluster of `size` CTAs, the first at block index `first`.
+inline void launch_cluster(int size, uint3 first, int threads, size_t smem_bytes,
+                           std::function<void()> body) {
+    Runtime& r = rt();
+    r.barriers.clear();
+    r.in_flight.clear();
+    r.cluster = Meeting();
+    r.threads_per_cta = threads;
+    r.body = std::move(body);
+    std::vector<Cta> ctas(size);
+    std::vector<Thread> pool(static_cast<size_t>(size) * threads);
+    r.ctas.clear();
+    r.threads.clear();
+    for (int k = 0; k < size; ++k) {
+        Cta& cta = ctas[k];
+        cta.block_idx = uint3{first.x + k, first.y, first.z};
+        cta.memory.assign(smem_bytes + 128, 0xff);  // NaN in every float until written
+        cta.base = cta.memory.data() + (128 - reinterpret_cast<uintptr_t>(cta.memory.data()) % 128);
+        cta.bytes = smem_bytes;
+        r.ctas.push_back(&cta);
+        for (int i = 0; i < threads; ++i) {
+            Thread& t = pool[static_cast<size_t>(k) * threads + i];
+            t.thread_idx = uint3{static_cast<unsigned>(i), 0, 0};
+            t.cta = &cta;
+            t.lane = i % kWarp;
+            t.warp = i / kWarp;
+            t.stack.resize(kStack);
+            getcontext(&t.context);
+            t.context.uc_stack.ss_sp = t.stack.data();
+            t.context.uc_stack.ss_size = kStack;
+            t.context.uc_link = nullptr;
+            makecontext(&t.context, entry, 0);
+            r.threads.push_back(&t);
+        }
+    }
+    for (;;) {
+        bool all_done = true, progress = false;
+        for (Thread* t : r.threads) {
+            if (t->done) continue;
+            all_done = false;
+            if (!runnable(*t)) continue;
+            r.current = t;
+            swapcontext(&r.scheduler, &t->context);
+            progress = true;
+        }
+        if (all_done) break;
+        if (!r.in_flight.empty()) {
+            land_copies();
+            progress = true;
+        }
+        if (!progress) fail("deadlock: every thread waits and no copy is in flight");
+    }
+    if (!r.in_flight.empty()) fail("bulk copies still in flight when the cluster exited");
+    r.current = nullptr;
+    r.ctas.clear();
+    r.threads.clear();
+}
+
+}  // namespace cpu_model
+
+#define threadIdx (cpu_model::self().thread_idx)
+#define blockIdx (cpu_model::self().cta->block_idx)
+
+inline void __syncthreads() {
+    cpu_model::meet(cpu_model::self().cta->block, cpu_model::rt().threads_per_cta);
+}
+
+inline void __syncwarp(unsigned = 0xffffffffu) {
+    cpu_model::warp_collective(1, nullptr, 0, nullptr, 0, [](auto, auto) {});
+}
+
+inline float __shfl_xor_sync(unsigned, float value, int lane_mask) {
+    uint32_t in = __float_as_uint(value), out;
+    cpu_model::warp_collective(2, &in, 1, &out, 1, [lane_mask](auto ins, auto outs) {
+        for (int lane = 0; lane < cpu_model::kWarp; ++lane)
+            outs[lane][0] = ins[lane ^ lane_mask][0];
+    });
+    return __uint_as_float(out);
+}
+
+inline int __any_sync(unsigned, int predicate) {
+    uint32_t in = predicate != 0, out;
+    cpu_model::warp_collective(3, &in, 1, &out, 1, [](auto ins, auto outs) {
+        uint32_t any = 0;
+        for (int lane = 0; lane < cpu_model::kWarp; ++lane) any |= ins[lane][0];
+        for (int lane = 0; lane < cpu_model::kWarp; ++lane) outs[lane][0] = any;
+    });
+    return static_cast<int>(out);
+}
+
+// ---- the primitives the editorial defines in PTX ----
+
+inline uint16_t f16_bits(float x) {  // round to nearest even, subnormals kept
+    const _Float16 h = static_cast<_Float16>(x);
+    uint16_t bits;
+    std::memcpy(&bits, &h, 2);
+    return bits;
+}
+
+inline float f16_value(uint16_t bits) {
+    _Float16 h;
+    std::memcpy(&h, &bits, 2);
+    return static_cast<float>(h);
+}
+
+inline uint32_t pack_f16x2(float first, float second) {
+    return (static_cast<uint32_t>(f16_bits(second)) << 16) | f16_bits(first);
+}
+
+inline float2 unpack_f16x2(uint32_t x) {
+    return make_float2(f16_value(static_cast<uint16_t>(x)),
+                       f16_value(static_cast<uint16_t>(x >> 16)));
+}
+
+inline double f16_at(uint32_t pair, int which) {
+    return f16_value(static_cast<uint16_t>(pair >> (16 * which)));
+}
+
+// the operands of one lane of mma.m16n8k{16,8}: A (16 x k, row), B (k x 8, col), C (16 x 8)
+inline void mma_model(int k, const uint32_t (*in)[12], uint32_t (*out)[4]) {
+    double a[16][16] = {}, b[16][8] = {}, c[16][8] = {};
+    const int a_regs = k / 4;
+    for (int lane = 0; lane < cpu_model::kWarp; ++lane) {
+        const int g = lane / 4, t = lane % 4;
+        for (int r = 0; r < a_regs; ++r)  // a0: (g, 2t), a1: (g + 8, 2t), a2: (g, 2t + 8), a3
+            for (int e = 0; e < 2; ++e)
+                a[g + 8 * (r & 1)][2 * t + 8 * (r >> 1) + e] = f16_at(in[lane][r], e);
+        for (int r = 0; r < k / 8; ++r)  // b0: (k = 2t, n = g), b1: (k = 2t + 8, n = g)
+            for (int e = 0; e < 2; ++e) b[2 * t + 8 * r + e][g] = f16_at(in[lane][a_regs + r], e);
+        for (int e = 0; e < 4; ++e)  // c0, c1: (g, 2t + {0, 1}); c2, c3: (g + 8, ...)
+            c[g + 8 * (e >> 1)][2 * t + (e & 1)] = __uint_as_float(in[lane][a_regs + k / 8 + e]);
+    }
+    for (int lane = 0; lane < cpu_model::kWarp; ++lane) {
+        const int g = lane / 4, t = lane % 4;
+        for (int e = 0; e < 4; ++e) {
+            const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+            double sum = c[row][col];
+            for (int i = 0; i < k; ++i) sum += a[row][i] * b[i][col];
+            out[lane][e] = __float_as_uint(static_cast<float>(sum));
+        }
+    }
+}
+
+inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    uint32_t in[10] = {a[0], a[1], a[2], a[3], b0, b1};
+    for (int e = 0; e < 4; ++e) in[6 + e] = __float_as_uint(d[e]);
+    uint32_t out[4];
+    cpu_model::warp_collective(4, in, 10, out, 4,
+                               [](auto ins, auto outs) { mma_model(16, ins, outs); });
+    for (int e = 0; e < 4; ++e) d[e] = __uint_as_float(out[e]);
+}
+
+inline void mma_1688(float (&d)[4], const uint32_t (&a)[2], uint32_t b) {
+    uint32_t in[7] = {a[0], a[1], b};
+    for (int e = 0; e < 4; ++e) in[3 + e] = __float_as_uint(d[e]);
+    uint32_t out[4];
+    cpu_model::warp_collective(5, in, 7, out, 4,
+                               [](auto ins, auto outs) { mma_model(8, ins, outs); });
+    for (int e = 0; e < 4; ++e) d[e] = __uint_as_float(out[e]);
+}
+
+// movmatrix.m8n8.trans.b16: lane l holds row l / 4, columns 2 (l % 4) + {0, 1}, low half first
+inline uint32_t transpose_8x8(uint32_t x) {
+    uint32_t out;
+    cpu_model::warp_collective(6, &x, 1, &out, 1, [](auto ins, auto outs) {
+        uint16_t m[8][8];
+        for (int lane = 0; lane < cpu_model::kWarp; ++lane)
+            for (int e = 0; e < 2; ++e)
+                m[lane / 4][2 * (lane % 4) + e] = static_cast<uint16_t>(ins[lane][0] >> (16 * e));
+        for (int lane = 0; lane < cpu_model::kWarp; ++lane) {
+            const int row = lane / 4, col = 2 * (lane % 4);
+            outs[lane][0] = m[col][row] | (static_cast<uint32_t>(m[col + 1][row]) << 16);
+        }
+    });
+    return out;
+}
+
+inline unsigned char* shared_memory_base() { return cpu_model::self().cta->base; }
+
+inline void mbar_init(uint64_t* bar, unsigned count) {
+    cpu_model::Mbarrier& b = cpu_model::rt().barriers[bar];
+    b = cpu_model::Mbarrier();
+    b.count = b.pending = count;
+}
+
+inline void fence_barrier_init() {}
+
+inline void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+    cpu_model::Mbarrier& b = cpu_model::barrier_at(bar);
+    b.tx += bytes;
+    cpu_model::arrive(b);
+}
+
+inline void mbar_wait(uint64_t* bar, unsigned parity) {
+    if (cpu_model::phase_done(bar, parity)) return;
+    cpu_model::Thread& t = cpu_model::self();
+    t.wait = cpu_model::Wait::kPhase;
+    t.barrier = bar;
+    t.parity = parity;
+    cpu_model::yield();
+    t.wait = cpu_model::Wait::kNothing;
+}
+
+inline void mbar_arrive_in(uint64_t* bar, unsigned cta) {
+    cpu_model::arrive(cpu_model::barrier_at(cpu_model::peer(bar, cta)));
+}
+
+inline void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar, unsigned mask) {
+    if (bytes % 16 || reinterpret_cast<uintptr_t>(src) % 16 ||
+        reinterpret_cast<uintptr_t>(dst) % 16)
+        cpu_model::fail("a bulk copy needs 16-byte aligned addresses and sizes");
+    if (mask == 0 || mask >> cpu_model::rt().ctas.size())
+        cpu_model::fail("a multicast mask outside the cluster");
+    for (unsigned rank = 0; rank < cpu_model::rt().ctas.size(); ++rank) {
+        if (!(mask >> rank & 1)) continue;
+        unsigned char* to = cpu_model::peer(dst, rank);
+        if (static_cast<size_t>(to - cpu_model::rank_of(rank).base) + bytes >
+            cpu_model::rank_of(rank).bytes)
+            cpu_model::fail("a bulk copy past the end of shared memory");
+        cpu_model::rt().in_flight.push_back({to, src, bytes, cpu_model::peer(bar, rank)});
+    }
+}
+
+inline void cluster_sync() {
+    cpu_model::Runtime& r = cpu_model::rt();
+    cpu_model::meet(r.cluster, static_cast<int>(r.ctas.size()) * r.threads_per_cta);
+}

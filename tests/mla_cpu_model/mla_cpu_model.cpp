@@ -1,0 +1,32 @@
+// The challenge-99 CUDA editorial's kernel, run on the CPU through the model in cuda_runtime.h:
+// a shared library with one C function that plans the launch as the editorial's solve does
+// (for a given number of resident clusters) and runs every cluster of the grid in turn.
+//
+//   g++ -std=c++17 -O2 -shared -fPIC -I tests/mla_cpu_model -o mla_cpu_model.so
+//     tests/mla_cpu_model/mla_cpu_model.cpp
+#define MLA_HOST_MODEL
+#include "../../solutions/99_mla_decode_attention/editorial.cu"
+#include "cuda_runtime.h"
+
+// Returns the number of splits the launch used, or -1 when a merge counter was left nonzero.
+extern "C" int mla_cpu_model(const float* q_nope, const float* q_pe, const float* kv_c,
+                             const float* k_pe, float* output, int batch_size, int num_heads,
+                             int cache_len, int kv_lora_rank, int rope_dim, float softmax_scale,
+                             int resident_clusters) {
+    Params p = plan(q_nope, q_pe, kv_c, k_pe, output, batch_size, num_heads, cache_len,
+                    kv_lora_rank, rope_dim, softmax_scale, resident_clusters);
+    const size_t rows = static_cast<size_t>(batch_size) * num_heads * p.splits;
+    std::vector<float> scratch(rows * kv_lora_rank + rows, NAN);
+    std::vector<unsigned> finished(static_cast<size_t>(batch_size) * p.groups, 0);
+    p.part_out = scratch.data();
+    p.part_lse = scratch.data() + rows * kv_lora_rank;
+    p.finished = finished.data();
+    for (int batch = 0; batch < batch_size; ++batch)
+        for (int split = 0; split < p.splits; ++split)
+            cpu_model::launch_cluster(
+                p.groups, uint3{0, static_cast<unsigned>(split), static_cast<unsigned>(batch)},
+                THREADS, smem_bytes(p.row_floats), [&p] { mla_decode_kernel(p); });
+    for (unsigned count : finished)
+        if (count != 0) return -1;
+    return p.splits;
+}
