@@ -26,7 +26,8 @@ from judge.languages.base import BuildError, check_solve_declaration
 from judge.languages.cuda import CudaLanguage
 from judge.signature import parse_signature
 
-GPU = [pytest.mark.gpu, requires_cuda]
+# in-process runs: on the GPU where there is one, else on the CPU (Triton interpreted)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # fixture, what its note says, whether a trampoline exports a mangled C++ solve
 LEGACY_CUDA = [
     ("legacy_solve_h.cu", "a C++ `solve` that takes C linkage from solve.h", False),
@@ -54,20 +55,29 @@ def exported(library: Path) -> set:
 
 @requires_nvcc
 @pytest.mark.parametrize("fixture, note, bridged", LEGACY_CUDA)
-def test_legacy_cuda_forms_build_with_action_build(fixture, note, bridged):
+def test_legacy_cuda_forms_build(fixture, note, bridged, tmp_path):
     """Each form builds on a machine without a GPU; the library exports the C symbol
     ``solve`` (beside the mangled C++ one where a trampoline bridges it), and a note names
     the form."""
-    code, report, output = judge("96", "--action", "build", "--solution", FIXTURES / fixture)
-    assert code == 0 and report["build_error"] is None, output
-    assert any(note in n for n in report["notes"]), report["notes"]
+    _, params = challenge_of("96")
+    notes = []
+    library = CudaLanguage().build(FIXTURES / fixture, params, tmp_path, notes)
+    assert any(note in n for n in notes), notes
     if not fixture.startswith("clang"):
-        assert any(n.startswith("legacy LeetGPU CUDA form: ") for n in report["notes"])
-    (built,) = [n.split("built ", 1)[1] for n in report["notes"] if n.startswith("built ")]
-    symbols = exported(Path(built))
+        assert any(n.startswith("legacy LeetGPU CUDA form: ") for n in notes)
+    symbols = exported(library)
     assert "solve" in symbols
     assert any(s.startswith("_Z5solve") for s in symbols) == bridged
+
+
+@requires_nvcc
+@pytest.mark.parametrize("fixture", ["legacy_no_include.cu", "clang_builtin_headers.cu"])
+def test_action_build_reports_the_legacy_form(fixture):
+    code, report, output = judge("96", "--action", "build", "--solution", FIXTURES / fixture)
+    assert code == 0 and report["build_error"] is None and report["tests"] == [], output
+    assert any(n.startswith("built ") for n in report["notes"]), report["notes"]
     assert "BUILD OK" in output and output.rstrip().endswith("1 passed, 0 failed")
+    assert ("LeetGPU CUDA form" in output) == fixture.startswith("legacy")
 
 
 @requires_nvcc
@@ -210,9 +220,9 @@ def run_fixture(path: Path, number: str, test_name: str, seed: int = 0):
     challenge, params = challenge_of(number)
     torch.manual_seed(seed)
     tests = dict(zip(challenge.get_functional_test_names(), challenge.generate_functional_test()))
-    inputs = materialize_test(tests[test_name], "cpu", seed)
+    inputs = materialize_test(tests[test_name], DEVICE, seed)
     language = detect_language(path)
-    call = LANGUAGES[language].load(path, params, "cpu")
+    call = LANGUAGES[language].load(path, params, DEVICE)
     shared = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     expected = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     outputs = [p.name for p in params if p.is_output]
@@ -272,12 +282,12 @@ def python_solutions_on_cpu():
 def test_no_diagnosis_fires_on_a_correct_solution(solution):
     """Every check runs on the correct outputs too (``include_passing``): the TF32 profile
     and the GQA mapping compare real numbers, so they could fire; none may. PyTorch runs
-    every functional test; Triton (interpreted) and JAX (compiled per shape) the three with
-    the fewest input bytes."""
+    every functional test; Triton (interpreted) and JAX (compiled per shape) the two with the
+    fewest input bytes."""
     path = SOLUTIONS / solution
     challenge, params = challenge_of(solution[:2])
     language = detect_language(path)
-    call = LANGUAGES[language].load(path, params, "cpu")
+    call = LANGUAGES[language].load(path, params, DEVICE)
     torch.manual_seed(1)
     tests = challenge.generate_functional_test()
     if language != "pytorch":
@@ -286,10 +296,10 @@ def test_no_diagnosis_fires_on_a_correct_solution(solution):
             key=lambda t: sum(
                 materialize_test(t, "meta", 0)[p.name].nbytes for p in params if p.is_pointer
             ),
-        )[:3]
+        )[:2]
     outputs = [p.name for p in params if p.is_output]
     for index, test in enumerate(tests):
-        inputs = materialize_test(test, "cpu", index)
+        inputs = materialize_test(test, DEVICE, index)
         shared = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         expected = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         call(shared)
@@ -488,11 +498,10 @@ def test_tf32_dot_is_diagnosed_on_the_gpu():
         assert 'input_precision="ieee"' in (test["diagnosis"] or ""), output
 
 
-@pytest.mark.gpu
-@requires_cuda
-def test_tf32_dot_passes_in_the_interpreter_with_ieee_semantics():
-    """The same fixture is right apart from the rounding: the CPU interpreter multiplies in
-    float32 and it passes there."""
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs without a GPU")
+def test_tf32_dot_is_right_apart_from_the_rounding():
+    """The GPU test's fixture is right but for TF32: the CPU interpreter multiplies in
+    float32, and it passes there."""
     for test_name in ("cache_len_3_gqa", "all_negative_values"):
         causes, passed = run_fixture(FIXTURES / "tf32_dot.triton.py", "95", test_name)
         assert passed and causes == {}
