@@ -72,3 +72,45 @@ def paged_kv_attention_oracle(Q, K_cache, V_cache, block_table, seq_lens):
                 h = kv * group + g
                 out[b, h] = _softmax_attention(Q[b, h], keys[:length], values[:length])
     return out
+
+
+def e4m3_value(code: int) -> float:
+    """One OCP FP8 E4M3 byte (torch.float8_e4m3fn) -> its value, decoded from the bits as the
+    OCP FP8 specification defines them: bit 7 the sign, bits 6-3 the exponent (bias 7), bits
+    2-0 the mantissa; exponent 0 is subnormal (and +-0). S.1111.111 (0x7F, 0xFF) is NaN; the
+    format has no infinities."""
+    sign = -1.0 if code & 0x80 else 1.0
+    exponent = (code >> 3) & 0xF
+    mantissa = code & 0x7
+    if exponent == 0xF and mantissa == 0x7:
+        return float("nan")
+    if exponent == 0:
+        return sign * 2.0**-6 * (mantissa / 8.0)
+    return sign * 2.0 ** (exponent - 7) * (1.0 + mantissa / 8.0)
+
+
+E4M3_VALUES = np.array([e4m3_value(code) for code in range(256)], dtype=np.float64)
+
+
+def fp8_kv_attention_oracle(Q, K_fp8, V_fp8, k_scale, v_scale):
+    """Challenge 98. Q (B, Hq, D) float; K_fp8, V_fp8 (B, Hkv, S, D) uint8 E4M3 codes; k_scale,
+    v_scale (Hkv,) float -> output (B, Hq, D), float64.
+
+    Every byte is decoded from its bits (E4M3_VALUES) and multiplied by its KV head's scale;
+    query head h reads KV head h // (Hq / Hkv).
+    """
+    Q = np.asarray(Q, dtype=np.float64)
+    K_fp8, V_fp8 = np.asarray(K_fp8, dtype=np.uint8), np.asarray(V_fp8, dtype=np.uint8)
+    assert not np.isnan(E4M3_VALUES[K_fp8]).any() and not np.isnan(E4M3_VALUES[V_fp8]).any()
+    batch, q_heads, _ = Q.shape
+    kv_heads = K_fp8.shape[1]
+    group = q_heads // kv_heads
+    out = np.empty(Q.shape, dtype=np.float64)
+    for b in range(batch):
+        for kv in range(kv_heads):
+            keys = E4M3_VALUES[K_fp8[b, kv]] * np.float64(k_scale[kv])
+            values = E4M3_VALUES[V_fp8[b, kv]] * np.float64(v_scale[kv])
+            for g in range(group):
+                h = kv * group + g
+                out[b, h] = _softmax_attention(Q[b, h], keys, values)
+    return out
