@@ -1,0 +1,431 @@
+// Paged KV-cache decode attention at the memory-bandwidth limit: split-KV balanced over the
+// ragged work (every warp gets the same number of blocks of tokens), GQA packing, float4 loads
+// along head_dim within a block, one kernel.
+//
+// The floor. At the performance shape (32 sequences of 256 to 16,384 tokens, 131,072 in all;
+// 8 KV heads, head_dim 128, fp32) the attended K and V rows are 131072 * 8 * 128 * 4 B * 2 =
+// 1073.7 MB; Q, the output and the tables add 1.2 MB. Each attended byte must come from HBM
+// once: ~262 us at ~4.1 TB/s of streaming read (H200), ~350 us at ~3.0 TB/s (H100).
+// Arithmetic is ~2 FLOP per byte, far below the compute roofline.
+//
+// 1. Balance. One block per (sequence, KV head) would make the GPU wait for the longest
+//    sequence, 16,384 tokens against 4,096 on average. Instead the work is a list of units,
+//    one per (sequence, segment, block of the sequence) in that order, where a segment is a KV
+//    head (and a tile of HEADS of its query heads), and every warp of the grid (one full wave
+//    of resident blocks, from the occupancy API) takes the same number of consecutive units.
+//    A warp's range crosses whole or partial segments; it walks each with an online softmax
+//    and leaves one partial result per segment it touched. Every warp derives the schedule
+//    from seq_lens itself (at most 64 numbers, two per lane: a warp scan), so there is no host
+//    round trip and no second kernel, and warps need no barrier: a warp is the unit of work.
+// 2. Merging. Warp w's partial for segment s goes to slot w + s: along the unit list w and s
+//    never both stay the same, so w + s never repeats, and the slots of a segment are
+//    consecutive. A segment that one warp covers goes straight to the output; otherwise every
+//    warp bumps the segment's atomic counter after storing its partial (log-sum-exp in base
+//    2 and the normalized output), and the last one merges the slots:
+//    out = sum_i 2^(lse_i - L) O_i / sum_i 2^(lse_i - L), then resets the counter.
+// 3. GQA packing. A warp holds HEADS query heads of its KV head in registers (q pre-scaled by
+//    log2(e) / sqrt(head_dim), so scores are in the exp2 domain), so each K/V row it loads
+//    serves all of them.
+// 4. Loads. Row t of a block for one KV head is head_dim contiguous floats (NHD layout): a
+//    warp reads it with one float4 per lane (512 B for head_dim 128, cache-streaming hint: it
+//    is used once), UNROLL rows of K and V before any math: 4 KB per warp, 64 KB per SM at two
+//    blocks of 8 warps, more than the ~25 KB per SM that HBM latency needs in flight. The
+//    UNROLL rows are in one block (UNROLL divides block_size), whose number comes from a
+//    register: lane i holds the block number of page window + i, refilled every 32 pages,
+//    and a shuffle hands it to the warp, so no dependent table load waits in front of a row.
+// 5. One rescale per UNROLL rows: the UNROLL scores of a head are reduced first (warp
+//    shuffles), then the running maximum moves once and the rows are added with their weights.
+#include <cuda_runtime.h>
+#include <math.h>
+
+constexpr int WARPS = 8;  // warps per block; each warp is a worker of its own
+constexpr unsigned FULL = 0xffffffffu;
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) x += __shfl_xor_sync(FULL, x, offset);
+    return x;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) x = fmaxf(x, __shfl_xor_sync(FULL, x, offset));
+    return x;
+}
+
+__device__ __forceinline__ int warp_inclusive_scan(int x, int lane) {
+#pragma unroll
+    for (int offset = 1; offset < 32; offset *= 2) {
+        const int y = __shfl_up_sync(FULL, x, offset);
+        if (lane >= offset) x += y;
+    }
+    return x;
+}
+
+// The value of sequence b (uniform over the warp) from the pair (lane b, lane b - 32).
+__device__ __forceinline__ int pick(int lo, int hi, int b) {
+    const int from_lo = __shfl_sync(FULL, lo, b & 31);
+    const int from_hi = __shfl_sync(FULL, hi, b & 31);
+    return b < 32 ? from_lo : from_hi;
+}
+
+__device__ __forceinline__ float dot4(float4 a, float4 b) {
+    return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+}
+
+__device__ __forceinline__ float4 axpby4(float4 acc, float scale, float p, float4 v) {
+    return make_float4(acc.x * scale + p * v.x, acc.y * scale + p * v.y, acc.z * scale + p * v.z,
+                       acc.w * scale + p * v.w);
+}
+
+__device__ __forceinline__ float4 scale4(float4 a, float s) {
+    return make_float4(a.x * s, a.y * s, a.z * s, a.w * s);
+}
+
+// The last warp of a segment merges its `count` partial results (slots first_slot ...):
+// out = sum_i 2^(lse_i - L) O_i / sum_i 2^(lse_i - L), with L the largest lse. Lane i weighs
+// slot i of each batch of 32; the warp then adds ROUND slots per step, every head's row of
+// each, so 8 float4 loads are in flight at once: the merges run at the kernel's tail, where
+// a merge of 33 slots (the longest sequence at the performance shape) one load at a time
+// would take 4 * 33 L2 round trips, over 10 us; this takes 17.
+template <int HEADS, int CHUNKS>
+__device__ __forceinline__ void merge_slots(const float* __restrict__ part_out,
+                                            const float* __restrict__ part_lse,
+                                            float* __restrict__ output, size_t first_slot,
+                                            int count, size_t q_row, int heads_here, int head_dim,
+                                            int lane) {
+    constexpr int ROUND = HEADS * CHUNKS >= 8 ? 1 : 8 / (HEADS * CHUNKS);  // divides 32
+    const int vec_per_row = head_dim / 4;
+    float lse_max[HEADS], weight_sum[HEADS];
+    float4 merged[HEADS][CHUNKS];
+#pragma unroll
+    for (int h = 0; h < HEADS; ++h) {
+        lse_max[h] = -INFINITY;
+        weight_sum[h] = 0.f;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) merged[h][c] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    for (int i = lane; i < count; i += 32)
+#pragma unroll
+        for (int h = 0; h < HEADS; ++h)
+            if (h < heads_here)
+                lse_max[h] = fmaxf(lse_max[h], __ldcg(part_lse + (first_slot + i) * HEADS + h));
+#pragma unroll
+    for (int h = 0; h < HEADS; ++h) lse_max[h] = warp_max(lse_max[h]);
+
+    for (int base = 0; base < count; base += 32) {
+        const int n = min(32, count - base);
+        float weight[HEADS];  // lane i: the weight of slot base + i (0 past the slots)
+#pragma unroll
+        for (int h = 0; h < HEADS; ++h) {
+            const size_t at = (first_slot + base + lane) * HEADS + h;
+            weight[h] =
+                lane < n && h < heads_here ? exp2f(__ldcg(part_lse + at) - lse_max[h]) : 0.f;
+            weight_sum[h] += warp_sum(weight[h]);
+        }
+        for (int j = 0; j < n; j += ROUND) {
+            float4 rows[ROUND][HEADS][CHUNKS];
+#pragma unroll
+            for (int u = 0; u < ROUND; ++u)
+#pragma unroll
+                for (int h = 0; h < HEADS; ++h)
+#pragma unroll
+                    for (int c = 0; c < CHUNKS; ++c) {
+                        const int col = lane + 32 * c;
+                        const size_t row = (first_slot + base + j + u) * HEADS + h;
+                        const bool ok = j + u < n && h < heads_here && col < vec_per_row;
+                        rows[u][h][c] =
+                            ok ? __ldcg(reinterpret_cast<const float4*>(part_out + row * head_dim) +
+                                        col)
+                               : make_float4(0.f, 0.f, 0.f, 0.f);
+                    }
+#pragma unroll
+            for (int u = 0; u < ROUND; ++u)
+#pragma unroll
+                for (int h = 0; h < HEADS; ++h) {
+                    const float w = __shfl_sync(FULL, weight[h], j + u);  // j + u < 32
+#pragma unroll
+                    for (int c = 0; c < CHUNKS; ++c)
+                        merged[h][c] = axpby4(merged[h][c], 1.f, w, rows[u][h][c]);
+                }
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < HEADS; ++h)
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+            const int col = lane + 32 * c;
+            if (h < heads_here && col < vec_per_row)
+                reinterpret_cast<float4*>(output + (q_row + h) * head_dim)[col] =
+                    scale4(merged[h][c], 1.f / weight_sum[h]);
+        }
+}
+
+// One warp per worker. HEADS query heads of a KV head per segment; CHUNKS float4s per lane
+// cover head_dim <= 128 * CHUNKS; UNROLL rows of K and V are in flight per warp.
+template <int HEADS, int CHUNKS, int UNROLL, int MIN_BLOCKS>
+__global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
+    paged_decode_kernel(const float* __restrict__ Q, const float* __restrict__ K_cache,
+                        const float* __restrict__ V_cache, const int* __restrict__ block_table,
+                        const int* __restrict__ seq_lens, float* __restrict__ output,
+                        float* __restrict__ part_out, float* __restrict__ part_lse,
+                        unsigned* __restrict__ finished, int batch_size, int num_q_heads,
+                        int num_kv_heads, int head_dim, int block_size, int max_blocks_per_seq,
+                        int group, int head_groups, float scale_log2) {
+    const int lane = threadIdx.x % 32;
+    const int worker = blockIdx.x * WARPS + threadIdx.x / 32;
+    const int workers = gridDim.x * WARPS;
+    const int segments = num_kv_heads * head_groups;  // per sequence
+    const int vec_per_row = head_dim / 4;
+    const size_t row_stride = (size_t)num_kv_heads * head_dim;  // floats from slot to slot
+    const size_t row_stride4 = row_stride / 4;                  // the same in float4s
+    const int page_shift = __ffs(block_size) - 1;               // block_size is a power of two
+
+    // The schedule. Lane i keeps sequence i in *_lo and sequence i + 32 in *_hi; ends_* are
+    // one past each sequence's last unit. Sequences past the batch have no units, so their
+    // ends equal the total and never count as ending at or before a position inside it.
+    const int len_lo = lane < batch_size ? seq_lens[lane] : 0;
+    const int len_hi = lane + 32 < batch_size ? seq_lens[lane + 32] : 0;
+    const int pages_lo = (len_lo + block_size - 1) / block_size;
+    const int pages_hi = (len_hi + block_size - 1) / block_size;
+    const int ends_lo = warp_inclusive_scan(pages_lo * segments, lane);
+    const int ends_hi =
+        warp_inclusive_scan(pages_hi * segments, lane) + __shfl_sync(FULL, ends_lo, 31);
+    const int total = __shfl_sync(FULL, ends_hi, 31);
+    const int per = (total + workers - 1) / workers;  // units per warp
+    const int begin = min(worker * per, total);
+    const int end = min(begin + per, total);
+
+    for (int pos = begin; pos < end;) {
+        // the segment that holds unit `pos`, and the pages [p0, p1) of it this warp takes
+        const int b = __popc(__ballot_sync(FULL, ends_lo <= pos)) +
+                      __popc(__ballot_sync(FULL, ends_hi <= pos));
+        const int seq_len = pick(len_lo, len_hi, b);
+        const int seq_pages = pick(pages_lo, pages_hi, b);
+        const int seq_start = pick(ends_lo, ends_hi, b) - seq_pages * segments;
+        const int seg = (pos - seq_start) / seq_pages;
+        const int seg_start = seq_start + seg * seq_pages;
+        const int p0 = pos - seg_start;
+        const int p1 = min(seq_pages, p0 + (end - pos));
+        const int s = b * segments + seg;
+        const int kv_head = seg / head_groups;
+        const int h0 = (seg % head_groups) * HEADS;
+        const int heads_here = min(HEADS, group - h0);
+        const size_t q_row = (size_t)b * num_q_heads + kv_head * group + h0;
+
+        float4 q[HEADS][CHUNKS], acc[HEADS][CHUNKS];
+        float m[HEADS], l[HEADS];
+#pragma unroll
+        for (int h = 0; h < HEADS; ++h) {
+            m[h] = -INFINITY;
+            l[h] = 0.f;
+#pragma unroll
+            for (int c = 0; c < CHUNKS; ++c) {
+                const int col = lane + 32 * c;
+                float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (h < heads_here && col < vec_per_row)
+                    x = reinterpret_cast<const float4*>(Q + (q_row + h) * head_dim)[col];
+                q[h][c] = scale4(x, scale_log2);
+                acc[h][c] = make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+        }
+
+        // tokens [t0, t1): whole pages, except that the last page of the sequence stops at
+        // seq_len; lane i holds the block number of page window + i
+        const int* table = block_table + (size_t)b * max_blocks_per_seq;
+        const int t0 = p0 * block_size;
+        const int t1 = min(seq_len, p1 * block_size);
+        int window = p0;
+        int my_block = window + lane < p1 ? table[window + lane] : 0;
+        for (int t = t0; t < t1; t += UNROLL) {
+            const int page = t >> page_shift;
+            if (page - window >= 32) {
+                window += 32;
+                my_block = window + lane < p1 ? table[window + lane] : 0;
+            }
+            const int block = __shfl_sync(FULL, my_block, page - window);
+            const size_t first_row =
+                ((size_t)block * block_size + (t & (block_size - 1))) * row_stride +
+                (size_t)kv_head * head_dim;
+            const float4* k_rows = reinterpret_cast<const float4*>(K_cache + first_row);
+            const float4* v_rows = reinterpret_cast<const float4*>(V_cache + first_row);
+
+            float4 k[UNROLL][CHUNKS], v[UNROLL][CHUNKS];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+                for (int c = 0; c < CHUNKS; ++c) {
+                    const int col = lane + 32 * c;
+                    const bool ok = t + u < t1 && col < vec_per_row;
+                    const size_t at = u * row_stride4 + col;
+                    k[u][c] = ok ? __ldcs(k_rows + at) : make_float4(0.f, 0.f, 0.f, 0.f);
+                    v[u][c] = ok ? __ldcs(v_rows + at) : make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+
+#pragma unroll
+            for (int h = 0; h < HEADS; ++h) {
+                float score[UNROLL];
+                float top = m[h];
+#pragma unroll
+                for (int u = 0; u < UNROLL; ++u) {
+                    float partial = 0.f;
+#pragma unroll
+                    for (int c = 0; c < CHUNKS; ++c) partial += dot4(q[h][c], k[u][c]);
+                    const float full = warp_sum(partial);  // every lane: the whole warp shuffles
+                    score[u] = t + u < t1 ? full : -INFINITY;
+                    top = fmaxf(top, score[u]);
+                }
+                const float rescale = exp2f(m[h] - top);
+                l[h] *= rescale;
+#pragma unroll
+                for (int c = 0; c < CHUNKS; ++c) acc[h][c] = scale4(acc[h][c], rescale);
+#pragma unroll
+                for (int u = 0; u < UNROLL; ++u) {
+                    const float p = exp2f(score[u] - top);
+                    l[h] += p;
+#pragma unroll
+                    for (int c = 0; c < CHUNKS; ++c) acc[h][c] = axpby4(acc[h][c], 1.f, p, v[u][c]);
+                }
+                m[h] = top;
+            }
+        }
+
+        // the warps whose ranges meet this segment: first_worker ... last_worker
+        const int first_worker = seg_start / per;
+        const int last_worker = (seg_start + seq_pages - 1) / per;
+        if (first_worker == last_worker) {  // this warp saw the whole segment
+#pragma unroll
+            for (int h = 0; h < HEADS; ++h)
+#pragma unroll
+                for (int c = 0; c < CHUNKS; ++c) {
+                    const int col = lane + 32 * c;
+                    if (h < heads_here && col < vec_per_row)
+                        reinterpret_cast<float4*>(output + (q_row + h) * head_dim)[col] =
+                            scale4(acc[h][c], 1.f / l[h]);
+                }
+        } else {
+            const size_t slot = (size_t)worker + s;
+#pragma unroll
+            for (int h = 0; h < HEADS; ++h) {
+                if (h >= heads_here) break;
+#pragma unroll
+                for (int c = 0; c < CHUNKS; ++c) {
+                    const int col = lane + 32 * c;
+                    if (col < vec_per_row)
+                        reinterpret_cast<float4*>(part_out + (slot * HEADS + h) * head_dim)[col] =
+                            scale4(acc[h][c], 1.f / l[h]);
+                }
+                if (lane == 0) part_lse[slot * HEADS + h] = m[h] + log2f(l[h]);
+            }
+            __threadfence();  // this warp's partial is visible before the count says so
+            __syncwarp();
+            unsigned done = 0;
+            if (lane == 0) done = atomicAdd(finished + s, 1u);
+            done = __shfl_sync(FULL, done, 0);
+            if (done == (unsigned)(last_worker - first_worker)) {  // the last one merges
+                __threadfence();
+                merge_slots<HEADS, CHUNKS>(part_out, part_lse, output, (size_t)first_worker + s,
+                                           last_worker - first_worker + 1, q_row, heads_here,
+                                           head_dim, lane);
+                if (lane == 0) finished[s] = 0;  // ready for the next call
+            }
+        }
+        pos += p1 - p0;
+    }
+}
+
+// Scratch for the partial results and one counter per segment (zeroed once: the merging warp
+// resets its counter), grown on demand and kept between calls.
+static float* workspace(size_t floats, unsigned** counters, size_t segments) {
+    static float* buffer = nullptr;
+    static unsigned* finished = nullptr;
+    static size_t capacity = 0, counter_capacity = 0;
+    if (floats > capacity) {
+        if (buffer) cudaFree(buffer);
+        cudaMalloc(&buffer, floats * sizeof(float));
+        capacity = floats;
+    }
+    if (segments > counter_capacity) {
+        if (finished) cudaFree(finished);
+        cudaMalloc(&finished, segments * sizeof(unsigned));
+        cudaMemset(finished, 0, segments * sizeof(unsigned));
+        counter_capacity = segments;
+    }
+    *counters = finished;
+    return buffer;
+}
+
+// How many blocks of `kernel` the whole GPU runs at once: one wave.
+template <typename Kernel>
+static int resident_blocks(Kernel kernel) {
+    int device, sms, per_sm;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, WARPS * 32, 0);
+    return sms * (per_sm > 0 ? per_sm : 1);
+}
+
+template <int HEADS, int CHUNKS>
+static void launch(const float* Q, const float* K_cache, const float* V_cache,
+                   const int* block_table, const int* seq_lens, float* output, int batch_size,
+                   int num_q_heads, int num_kv_heads, int head_dim, int block_size,
+                   int max_blocks_per_seq) {
+    // UNROLL rows share a block (UNROLL <= 8 divides block_size). Up to 4 heads of head_dim
+    // <= 128, q, acc and the rows fit 128 registers: two blocks (16 warps) per SM. More heads
+    // or columns take more registers and one block per SM.
+    constexpr int UNROLL = 4;
+    constexpr int MIN_BLOCKS = HEADS * CHUNKS <= 4 && CHUNKS == 1 ? 2 : 1;
+    const auto kernel = paged_decode_kernel<HEADS, CHUNKS, UNROLL, MIN_BLOCKS>;
+    static const int blocks = resident_blocks(kernel);
+    const int group = num_q_heads / num_kv_heads;
+    const int head_groups = (group + HEADS - 1) / HEADS;
+    const size_t segments = (size_t)batch_size * num_kv_heads * head_groups;
+    const size_t slots = (size_t)blocks * WARPS + segments;  // w + s < workers + segments
+    unsigned* finished;
+    float* part_out = workspace(slots * HEADS * (head_dim + 1), &finished, segments);
+    float* part_lse = part_out + slots * HEADS * head_dim;
+    const float scale_log2 = 1.4426950408889634f / sqrtf((float)head_dim);
+    kernel<<<blocks, WARPS * 32>>>(Q, K_cache, V_cache, block_table, seq_lens, output, part_out,
+                                   part_lse, finished, batch_size, num_q_heads, num_kv_heads,
+                                   head_dim, block_size, max_blocks_per_seq, group, head_groups,
+                                   scale_log2);
+}
+
+// HEADS: the group size rounded up to a power of two, so one segment holds a whole group, up
+// to 8 heads (4 when head_dim > 128: the registers of q and acc grow with both).
+template <int CHUNKS>
+static void dispatch_heads(const float* Q, const float* K_cache, const float* V_cache,
+                           const int* block_table, const int* seq_lens, float* output,
+                           int batch_size, int num_q_heads, int num_kv_heads, int head_dim,
+                           int block_size, int max_blocks_per_seq) {
+    const int group = num_q_heads / num_kv_heads;
+    if constexpr (CHUNKS == 1) {
+        if (group > 4) {
+            launch<8, 1>(Q, K_cache, V_cache, block_table, seq_lens, output, batch_size,
+                         num_q_heads, num_kv_heads, head_dim, block_size, max_blocks_per_seq);
+            return;
+        }
+    }
+    if (group > 2)
+        launch<4, CHUNKS>(Q, K_cache, V_cache, block_table, seq_lens, output, batch_size,
+                          num_q_heads, num_kv_heads, head_dim, block_size, max_blocks_per_seq);
+    else if (group == 2)
+        launch<2, CHUNKS>(Q, K_cache, V_cache, block_table, seq_lens, output, batch_size,
+                          num_q_heads, num_kv_heads, head_dim, block_size, max_blocks_per_seq);
+    else
+        launch<1, CHUNKS>(Q, K_cache, V_cache, block_table, seq_lens, output, batch_size,
+                          num_q_heads, num_kv_heads, head_dim, block_size, max_blocks_per_seq);
+}
+
+// Q, K_cache, V_cache, block_table, seq_lens, output are device pointers
+extern "C" void solve(const float* Q, const float* K_cache, const float* V_cache,
+                      const int* block_table, const int* seq_lens, float* output, int batch_size,
+                      int num_q_heads, int num_kv_heads, int head_dim, int block_size,
+                      int max_blocks_per_seq, int num_blocks) {
+    if (head_dim <= 128)
+        dispatch_heads<1>(Q, K_cache, V_cache, block_table, seq_lens, output, batch_size,
+                          num_q_heads, num_kv_heads, head_dim, block_size, max_blocks_per_seq);
+    else
+        dispatch_heads<2>(Q, K_cache, V_cache, block_table, seq_lens, output, batch_size,
+                          num_q_heads, num_kv_heads, head_dim, block_size, max_blocks_per_seq);
+}
