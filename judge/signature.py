@@ -302,9 +302,16 @@ def _c_param(piece: str) -> DeclaredParam:
     return DeclaredParam(name, kind, element, piece)
 
 
+def _statement_before(code: str, match) -> str:
+    """The text from the end of the previous statement or block to ``match``."""
+    before = code[: match.start()]
+    return before[max(before.rfind(";"), before.rfind("}"), before.rfind("{")) + 1 :]
+
+
 def _c_declaration(text: str) -> Optional[Declaration]:
     code = without_c_comments(text)
-    matches = list(_SOLVE_C.finditer(code))
+    # a kernel named solve is not the host function the judge calls
+    matches = [m for m in _SOLVE_C.finditer(code) if "__global__" not in _statement_before(code, m)]
     if not matches:
         return None
     match = next((m for m in matches if m.group("end") == "{"), matches[0])

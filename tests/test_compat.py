@@ -158,6 +158,11 @@ ABI_CASES = [
     ("a.cu", 'extern "C" void solve(const double* x, float* y, int N) {}', "pointer to float"),
     ("a.cu", 'extern "C" void solve(const float* x, float* y) {}', "2 parameters"),
     ("a.cu", 'extern "C" void solve(const float* y, float* x, int N) {}', "would receive `x`"),
+    (
+        "a.cu",
+        '__global__ void solve(int* k) {}\nextern "C" void solve(float* x, float* y, int N) {}',
+        0,
+    ),
     ("a.mojo", "def solve(x: UnsafePointer[Float32], o: UnsafePointer[Float32], N: Int32):", 1),
     ("a.mojo", "def solve(x: UnsafePointer[Float32], y: UnsafePointer[Float32], N: Int):", "int"),
     ("a.mojo", "def solve(x: UnsafePointer[Int32], y: UnsafePointer[Float32], N: Int32):", "float"),
