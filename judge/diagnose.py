@@ -226,10 +226,28 @@ def _gqa_mapping(name, got, want, bad, inputs, reruns, challenge, language):
     )
 
 
+def _tf32_rounded(x: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded to TF32's 10 mantissa bits (to nearest, ties away from zero)."""
+    bits = x.to(torch.float32).contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
 def _tf32(name, got, want, bad, inputs, reruns, challenge, language):
     a, e = got.to(torch.float64).flatten(), want.to(torch.float64).flatten()
     if not bool(torch.isfinite(a).all()) or e.numel() < 8:
         return None
+    fix = TF32_FIX.get(language) or "; ".join(TF32_FIX[k] for k in ("triton", "pytorch"))
+    if got.dtype == torch.float32 and bool((a != e).any()):
+        # a product with one operand exact (softmax weights of 1): the output is the expected
+        # value rounded to TF32
+        rounded = _tf32_rounded(want.flatten()).to(torch.float64)
+        moved = rounded != e  # where TF32 cannot hold the expected value
+        same = (a - rounded).abs() <= 1e-6 * rounded.abs() + 1e-30
+        if float(moved.double().mean()) >= 0.5 and bool(same.all()):
+            return (
+                f"{name} equals the expected values rounded to TF32 (10-bit mantissa): a "
+                f"matrix product rounded its float32 operands to TF32; fix: {fix}"
+            )
     scale = float(e.pow(2).mean().sqrt())
     if scale == 0.0:
         return None
@@ -251,7 +269,6 @@ def _tf32(name, got, want, bad, inputs, reruns, challenge, language):
         correlation = float(torch.corrcoef(torch.stack([error, e]))[0, 1])
         if abs(correlation) > max(TF32_MAX_CORRELATION, noise):
             return None
-    fix = TF32_FIX.get(language) or "; ".join(TF32_FIX[k] for k in ("triton", "pytorch"))
     return (
         f"small relative errors (median {median:.1e}, max {worst:.1e}) on {spread:.0%} of the "
         "elements: the profile of float32 matrix products rounded to TF32 (10-bit mantissa); "
