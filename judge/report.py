@@ -113,7 +113,7 @@ def render(report: Report, console: Console):
                 _verdict_text(test.verdict.value),
                 _fmt(worst.max_abs_error if worst else None),
                 _fmt(worst.max_rel_error if worst else None),
-                ("-" if worst is None else f"{sum(c.mismatches for c in test.comparisons)}"),
+                "-" if worst is None else f"{sum(c.mismatches for c in test.comparisons)}",
                 first,
             )
         console.print(table)
@@ -138,10 +138,7 @@ def _render_values(test: TestResult, console: Console):
     for name in test.expected:
         for label, values in (("expected", test.expected), ("actual", test.actual)):
             text = numpy.array2string(
-                numpy.asarray(values[name]),
-                precision=4,
-                suppress_small=True,
-                max_line_width=140,
+                numpy.asarray(values[name]), precision=4, suppress_small=True, max_line_width=140
             )
             console.print(f"{label} {name}:\n{text}", markup=False, highlight=False)
 

@@ -85,9 +85,7 @@ class PerformanceResult:
             "detail": self.detail,
             "timing": self.timing.to_dict() if self.timing else None,
             "roofline": asdict(self.roofline) if self.roofline else None,
-            "reference_timing": (
-                self.reference_timing.to_dict() if self.reference_timing else None
-            ),
+            "reference_timing": self.reference_timing.to_dict() if self.reference_timing else None,
             "speedup_over_reference": self.speedup_over_reference,
             "sizes": self.sizes,
         }
@@ -276,12 +274,7 @@ class Session:
                 and p.direction == "in"
                 and not torch.equal(shared[p.name], private[p.name])
             ):
-                return (
-                    Verdict.INPUT_MODIFIED,
-                    f"solve modified the input {p.name}",
-                    [],
-                    None,
-                )
+                return Verdict.INPUT_MODIFIED, f"solve modified the input {p.name}", [], None
         expected = dict(private)
         for p in self.params:
             if p.is_pointer and p.is_output:
@@ -292,11 +285,7 @@ class Session:
             raise ChallengeError(f"the reference failed on a generated test: {exc!r}") from exc
         comparisons = [
             compare_output(
-                name,
-                snapshot[name],
-                expected[name].cpu(),
-                self.challenge.atol,
-                self.challenge.rtol,
+                name, snapshot[name], expected[name].cpu(), self.challenge.atol, self.challenge.rtol
             )
             for name in snapshot
         ]
