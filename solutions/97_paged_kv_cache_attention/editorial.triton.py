@@ -8,8 +8,9 @@ once: ~262 us at ~4.1 TB/s of streaming read (H200), ~350 us at ~3.0 TB/s (H100)
 Balance. One program per (sequence, KV head) would leave the GPU waiting for the longest
 sequence: 16,384 tokens against 4,096 on average, a quarter of the bandwidth. Instead the work
 is a list of units, one per (sequence, KV head, block of the sequence), ordered by sequence,
-then KV head, then block, and each of the `workers` programs (a fixed number per SM: one
-wave) takes the same number of consecutive units. A program's range crosses whole or partial
+then KV head, then block, and each of the `workers` programs (one full wave: the occupancy
+API's programs per SM for the compiled kernel, times the SM count) takes the same number of
+consecutive units. A program's range crosses whole or partial
 (sequence, KV head) segments; it walks each with an online softmax and leaves one partial
 result per segment it touched. Every program derives the whole schedule from seq_lens (at
 most 64 numbers: a cumulative sum), so no host round trip and no second kernel is needed.
@@ -24,11 +25,13 @@ Inside a segment. A program serves all query heads of its KV head (up to BLOCK_G
 packing: each K/V tile is loaded once for the whole group) over BLOCK_N-token tiles. A tile
 looks up each token's block in the block table (only for tokens below seq_len, so a -1 entry
 is never followed) and gathers the K and V rows of its KV head: head_dim contiguous floats of
-one block, which Triton loads 16 bytes at a time. Scores and the weighted sum of V are two
+one block, which Triton loads 16 bytes at a time (cp.async into shared memory, two tiles
+ahead of the math for head_dim <= 128: ~64 KB in flight per program, two programs per SM). Scores and the weighted sum of V are two
 matrix products on tensor cores in "tf32x3" (three TF32 products, float32 accuracy); the
 softmax runs in base 2 with q pre-scaled by log2(e) / sqrt(head_dim).
 """
 
+import ctypes
 import math
 
 import torch
@@ -179,21 +182,41 @@ def paged_decode_kernel(
 BLOCK_G = 16  # query heads per tile; groups of more heads take several segments per KV head
 BLOCK_N = 32  # tokens per tile
 NUM_WARPS = 4
+CPU_PROGRAMS = 6  # the interpreter's grid: a few programs, so that segments are split and merged
 _counters = {}  # device -> int32 counters, zeroed once and reset by the kernel after each use
+_resident = {}  # compiled kernel -> programs resident on the whole GPU at once
+_libcuda = None
 
 
-def programs_per_sm(block_d: int) -> int:
-    """Resident programs per SM: shared memory holds the K and V tiles of NUM_STAGES stages
-    (32 tokens x 128 columns x 4 B x 2 x 3 stages = 96 KB) twice for head_dim <= 128, once above."""
-    return 2 if block_d <= 128 else 1
+def num_stages(block_d: int) -> int:
+    """Software-pipeline depth. The tile loop's loads are indirect (block table, then K and V),
+    which costs the pipeliner stages: 5 keeps two K and V tiles in flight for head_dim <= 128
+    (86 KB of shared memory); the 256-column tiles get one (3 stages)."""
+    return 5 if block_d <= 128 else 3
 
 
-def worker_count(block_d: int, device) -> int:
-    """Programs in the grid: one full wave of resident programs (a partial second wave would
-    double the time of the programs in it, since every program has the same amount of work)."""
-    on_gpu = device.type == "cuda"
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if on_gpu else 3
-    return programs_per_sm(block_d) * sms
+def resident_programs(compiled, device) -> int:
+    """Programs of ``compiled`` the whole GPU runs at once: the CUDA occupancy API for its
+    registers and shared memory, times the SM count. One full wave is the grid: every program
+    has the same amount of work, so a partial second wave would double the time of the
+    programs in it. Where the driver cannot be asked, one program per SM (always one wave)."""
+    global _libcuda
+    if compiled not in _resident:
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        per_sm = ctypes.c_int(0)
+        try:
+            compiled._init_handles()  # loads the binary: the handle the occupancy API needs
+            _libcuda = _libcuda or ctypes.CDLL("libcuda.so.1")
+            status = _libcuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                ctypes.byref(per_sm),
+                ctypes.c_void_p(compiled.function),
+                ctypes.c_int(compiled.metadata.num_warps * 32),
+                ctypes.c_size_t(compiled.metadata.shared),
+            )
+        except (AttributeError, OSError):  # another Triton or driver layout
+            status = -1
+        _resident[compiled] = sms * (per_sm.value if status == 0 and per_sm.value > 0 else 1)
+    return _resident[compiled]
 
 
 def counters(segments: int, device) -> torch.Tensor:
@@ -223,35 +246,29 @@ def solve(
     group = num_q_heads // num_kv_heads
     head_groups = triton.cdiv(group, BLOCK_G)
     block_d = max(16, triton.next_power_of_2(head_dim))
-    workers = worker_count(block_d, Q.device)
     segments = batch_size * num_kv_heads * head_groups
-    slots = workers + segments  # w + s < workers + segments for every (worker w, segment s)
-    part_out = torch.empty(slots, BLOCK_G, head_dim, device=Q.device, dtype=torch.float32)
-    part_lse = torch.empty(slots, BLOCK_G, device=Q.device, dtype=torch.float32)
-    paged_decode_kernel[(workers,)](
-        Q,
-        K_cache,
-        V_cache,
-        block_table,
-        seq_lens,
-        output,
-        part_out,
-        part_lse,
-        counters(segments, Q.device),
-        batch_size,
-        num_q_heads,
-        num_kv_heads,
-        head_dim,
-        block_size,
-        max_blocks_per_seq,
-        group,
-        head_groups,
-        1.4426950408889634 / math.sqrt(head_dim),
+    finished = counters(segments, Q.device)
+    sizes = (batch_size, num_q_heads, num_kv_heads, head_dim, block_size, max_blocks_per_seq)
+    scalars = (*sizes, group, head_groups, 1.4426950408889634 / math.sqrt(head_dim))
+    meta = dict(
         BLOCK_B=max(16, triton.next_power_of_2(batch_size)),
         BLOCK_G=BLOCK_G,
         BLOCK_N=BLOCK_N,
         BLOCK_D=block_d,
         EVEN_D=block_d == head_dim,
         num_warps=NUM_WARPS,
-        num_stages=3 if block_d <= 128 else 2,
+        num_stages=num_stages(block_d),
     )
+    inputs = (Q, K_cache, V_cache, block_table, seq_lens, output)
+    if Q.device.type == "cuda":  # compile (no launch) to learn the occupancy, then size the grid
+        probe = torch.empty(1, device=Q.device, dtype=torch.float32)
+        compiled = paged_decode_kernel.warmup(
+            *inputs, probe, probe, finished, *scalars, grid=(1,), **meta
+        )
+        workers = resident_programs(compiled, Q.device)
+    else:
+        workers = CPU_PROGRAMS
+    slots = workers + segments  # w + s < workers + segments for every (worker w, segment s)
+    part_out = torch.empty(slots, BLOCK_G, head_dim, device=Q.device, dtype=torch.float32)
+    part_lse = torch.empty(slots, BLOCK_G, device=Q.device, dtype=torch.float32)
+    paged_decode_kernel[(workers,)](*inputs, part_out, part_lse, finished, *scalars, **meta)
