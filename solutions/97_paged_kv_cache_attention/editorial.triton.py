@@ -26,9 +26,10 @@ packing: each K/V tile is loaded once for the whole group) over BLOCK_N-token ti
 looks up each token's block in the block table (only for tokens below seq_len, so a -1 entry
 is never followed) and gathers the K and V rows of its KV head: head_dim contiguous floats of
 one block, which Triton loads 16 bytes at a time (cp.async into shared memory, two tiles
-ahead of the math for head_dim <= 128: ~64 KB in flight per program, two programs per SM). Scores and the weighted sum of V are two
-matrix products on tensor cores in "tf32x3" (three TF32 products, float32 accuracy); the
-softmax runs in base 2 with q pre-scaled by log2(e) / sqrt(head_dim).
+ahead of the math for head_dim <= 128: ~64 KB in flight per program, two programs per SM).
+Scores and the weighted sum of V are two matrix products on tensor cores in "tf32x3" (three
+TF32 products, float32 accuracy); the softmax runs in base 2 with q pre-scaled by log2(e) /
+sqrt(head_dim).
 """
 
 import ctypes
