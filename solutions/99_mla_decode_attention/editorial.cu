@@ -245,6 +245,9 @@ struct Smem {
 
 inline int head_groups(int num_heads) { return (num_heads + HEADS - 1) / HEADS; }
 
+// DeepSeek's dimensions, for which the kernel is compiled with every warp's slots known
+inline bool is_full(int rank, int rope) { return rank == MAX_RANK && rope == MAX_ROPE; }
+
 // floats per tile row in shared memory: the kv_c row, the k_pe row, padding to 8 mod 32
 inline int row_floats(int rank, int rope) {
     return rank + rope + ((8 - (rank + rope)) % 32 + 32) % 32;
@@ -296,6 +299,9 @@ __device__ void produce_tile(const Params& p, const Smem& s, int j, int batch, i
     }
 }
 
+// FULL: kv_lora_rank = 512 and rope_dim = 64 (DeepSeek's), so every warp owns four latent
+// chunks and a rotary one, known at compile time: no branch around a warp's products
+template <bool FULL>
 __global__ void __launch_bounds__(THREADS, 1) mla_decode_kernel(const Params p) {
     const Smem s = carve(shared_memory_base(), p.row_floats);
     const int group = blockIdx.x;  // the CTA's rank in its cluster
@@ -306,8 +312,9 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_kernel(const Params p) 
     const int t_begin = split * p.tokens_per_split;
     const int t_end = min(p.cache_len, t_begin + p.tokens_per_split);
     const int n_tiles = (t_end - t_begin + TILE - 1) / TILE;
-    const int chunks = p.rank / 16;           // latent chunks of 16 columns
-    const bool has_rope = warp < p.rope / 8;  // warp w owns rotary columns [8w, 8w + 8)
+    const int chunks = p.rank / 16;                   // latent chunks of 16 columns
+    const bool has_rope = FULL || warp < p.rope / 8;  // warp w owns rotary columns [8w, 8w + 8)
+    auto owns = [&](int i) { return FULL || warp + WARPS * i < chunks; };  // latent slot i
 
     if (threadIdx.x == 0) {
         for (int i = 0; i < STAGES; ++i) {
@@ -336,7 +343,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_kernel(const Params p) 
 #pragma unroll
             for (int r = 0; r < 4; ++r) {  // a0..a3: rows g, g + 8; columns +0, +8
                 float2 v = make_float2(0.f, 0.f);
-                if (warp + WARPS * i < chunks)
+                if (owns(i))
                     v = query_pair(p.q_nope, p.rank, 16 * mi + g + 8 * (r & 1), col + 8 * (r >> 1));
                 split_pair(v.x, v.y, q_hi[i][mi][r], q_lo[i][mi][r]);
             }
@@ -379,7 +386,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_kernel(const Params p) 
 #pragma unroll
                 for (int kk = 0; kk < 2; ++kk) {
                     float2 v = make_float2(0.f, 0.f);
-                    if (warp + WARPS * i < chunks)
+                    if (owns(i))
                         v = *reinterpret_cast<const float2*>(tile + (8 * ni + g) * p.row_floats +
                                                              16 * (warp + WARPS * i) + 8 * kk +
                                                              2 * t);
@@ -406,7 +413,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_kernel(const Params p) 
                 for (int e = 0; e < 4; ++e) sc[mi][ni][e] = 0.f;
 #pragma unroll
                 for (int i = 0; i < SLOTS; ++i)
-                    if (warp + WARPS * i < chunks)
+                    if (owns(i))
                         mma3_16816(sc[mi][ni], q_hi[i][mi], q_lo[i][mi], k_hi[i][ni], k_lo[i][ni]);
                 if (has_rope) mma3_1688(sc[mi][ni], qr_hi[mi], qr_lo[mi], kr_hi[ni], kr_lo[ni]);
                 float* rows = s.scores + warp * HEADS * TILE;
@@ -489,7 +496,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_kernel(const Params p) 
         // of the same 8 x 8 blocks, transposed
 #pragma unroll
         for (int i = 0; i < SLOTS; ++i) {
-            if (warp + WARPS * i >= chunks) continue;
+            if (!owns(i)) continue;
 #pragma unroll
             for (int nj = 0; nj < 2; ++nj) {
                 const uint32_t v_hi[2] = {transpose_8x8(k_hi[i][0][nj]),
@@ -522,7 +529,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_kernel(const Params p) 
                                        : p.part_out + (q_row * p.splits + split) * p.rank;
 #pragma unroll
             for (int i = 0; i < SLOTS; ++i) {
-                if (warp + WARPS * i >= chunks) continue;
+                if (!owns(i)) continue;
 #pragma unroll
                 for (int nj = 0; nj < 2; ++nj)
                     *reinterpret_cast<float2*>(row + 16 * (warp + WARPS * i) + 8 * nj + 2 * t) =
@@ -617,10 +624,15 @@ extern "C" void solve(const float* q_nope, const float* q_pe, const float* kv_c,
                       int rope_dim, float softmax_scale) {
     static bool configured = false;  // room for the largest tiles, asked for once
     if (!configured) {
-        cudaFuncSetAttribute(mla_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)smem_bytes(row_floats(MAX_RANK, MAX_ROPE)));
+        const int most = (int)smem_bytes(row_floats(MAX_RANK, MAX_ROPE));
+        cudaFuncSetAttribute(mla_decode_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             most);
+        cudaFuncSetAttribute(mla_decode_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             most);
         configured = true;
     }
+    const bool full = is_full(kv_lora_rank, rope_dim);
+    void (*kernel)(Params) = full ? mla_decode_kernel<true> : mla_decode_kernel<false>;
     const int groups = head_groups(num_heads);
     cudaLaunchAttribute cluster;
     cluster.id = cudaLaunchAttributeClusterDimension;
@@ -638,7 +650,7 @@ extern "C" void solve(const float* q_nope, const float* q_pe, const float* kv_c,
     static size_t asked_bytes = 0;
     if (groups != asked_groups || config.dynamicSmemBytes != asked_bytes) {
         resident = 0;
-        cudaOccupancyMaxActiveClusters(&resident, mla_decode_kernel, &config);
+        cudaOccupancyMaxActiveClusters(&resident, kernel, &config);
         asked_groups = groups;
         asked_bytes = config.dynamicSmemBytes;
     }
@@ -649,6 +661,6 @@ extern "C" void solve(const float* q_nope, const float* q_pe, const float* kv_c,
     p.part_out = workspace(rows * kv_lora_rank + rows, &p.finished, (size_t)batch_size * groups);
     p.part_lse = p.part_out + rows * kv_lora_rank;
     config.gridDim = dim3(groups, p.splits, batch_size);
-    cudaLaunchKernelEx(&config, mla_decode_kernel, p);
+    cudaLaunchKernelEx(&config, kernel, p);
 }
 #endif  // MLA_HOST_MODEL

@@ -21,11 +21,13 @@ extern "C" int mla_cpu_model(const float* q_nope, const float* q_pe, const float
     p.part_out = scratch.data();
     p.part_lse = scratch.data() + rows * kv_lora_rank;
     p.finished = finished.data();
+    void (*kernel)(Params) =
+        is_full(kv_lora_rank, rope_dim) ? mla_decode_kernel<true> : mla_decode_kernel<false>;
     for (int batch = 0; batch < batch_size; ++batch)
         for (int split = 0; split < p.splits; ++split)
             cpu_model::launch_cluster(
                 p.groups, uint3{0, static_cast<unsigned>(split), static_cast<unsigned>(batch)},
-                THREADS, smem_bytes(p.row_floats), [&p] { mla_decode_kernel(p); });
+                THREADS, smem_bytes(p.row_floats), [&p, kernel] { kernel(p); });
     for (unsigned count : finished)
         if (count != 0) return -1;
     return p.splits;
