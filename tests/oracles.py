@@ -114,3 +114,20 @@ def fp8_kv_attention_oracle(Q, K_fp8, V_fp8, k_scale, v_scale):
                 h = kv * group + g
                 out[b, h] = _softmax_attention(Q[b, h], keys, values)
     return out
+
+
+def mla_decode_oracle(q_nope, q_pe, kv_c, k_pe, softmax_scale):
+    """Challenge 99, weight-absorbed MLA decode. q_nope (B, H, R), q_pe (B, H, P) float;
+    kv_c (B, T, R), k_pe (B, T, P) float -> output (B, H, R), float64.
+
+    For each batch and head: one score per cached token from the latent row and the rotary
+    key, a max-subtracted softmax, and the weighted sum of the latent rows."""
+    q_nope, q_pe, kv_c, k_pe = (np.asarray(x, dtype=np.float64) for x in (q_nope, q_pe, kv_c, k_pe))
+    batch, heads, rank = q_nope.shape
+    out = np.empty((batch, heads, rank), dtype=np.float64)
+    for b in range(batch):
+        for h in range(heads):
+            scores = (kv_c[b] @ q_nope[b, h] + k_pe[b] @ q_pe[b, h]) * np.float64(softmax_scale)
+            weights = np.exp(scores - scores.max())
+            out[b, h] = (weights / weights.sum()) @ kv_c[b]
+    return out
