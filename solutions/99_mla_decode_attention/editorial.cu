@@ -41,6 +41,12 @@
 // 5. Online softmax in base 2: the scores are scaled by softmax_scale * log2(e), one exp2 per
 //    weight; the rescale of O is skipped when no running maximum of a warp's heads moved, as
 //    happens for most tiles once the maximum has settled.
+// 6. What bounds it (an estimate from the SASS, not a measurement). Per 16-token tile a warp
+//    issues ~510 instructions: 108 mma.sync (96 m16n8k16, 12 m16n8k8), ~110 for the fp16
+//    splits, 32 movmatrix, 46 shared loads, the softmax and the barriers. The two warps of an
+//    SM sub-partition issue ~1,020 a tile against ~816 cycles of tensor-core work at the dense
+//    peak, so mma.sync issue caps the kernel near 80% of the floor; wgmma, which reads its
+//    operands from shared memory without the register file's issue slots, is the next step.
 //
 // tests/mla_cpu_model runs this file's kernel on the CPU (a fiber per GPU thread, the PTX
 // operand layouts, mbarriers and multicast copies modelled); the sm_90 primitives and the host
