@@ -86,6 +86,11 @@ def test_functional_tests_cover_the_edges(functional):
     assert {0, poisoned["num_blocks"] - 1} <= set(unused)  # where a -1 clamped or wrapped lands
     assert torch.isinf(poisoned["K_cache"][unused]).all()
     assert torch.isinf(poisoned["V_cache"][unused]).all()
+    for b, length in enumerate(poisoned["seq_lens"].tolist()):  # the stale slots of last blocks
+        block_size = poisoned["block_size"]
+        last, used = int(table[b, pages(poisoned, b) - 1]), (length - 1) % block_size + 1
+        assert used < block_size and torch.isinf(poisoned["V_cache"][last, used:]).all()
+        assert torch.isfinite(poisoned["V_cache"][last, :used]).all()
     assert (table == -1).sum() > poisoned["batch_size"]
 
     mqa, mha = functional["mqa_one_kv_head"], functional["mha_no_grouping"]
@@ -263,7 +268,8 @@ def test_cpu_solutions_pass_submit(solution):
 
 def ptxas_report(source, tmp_path):
     """Compile a CUDA solution for sm_90a as the judge does (a shared library with solve
-    exported); return {kernel's mangled name: (registers, spill store bytes)} from ptxas."""
+    exported); return {kernel's mangled name: (registers, stack frame and spill store bytes)}
+    from ptxas."""
     library = tmp_path / "solution.so"
     result = subprocess.run(
         ["nvcc", "-O3", "-shared", "-Xcompiler", "-fPIC", "-arch=sm_90a", "-Xptxas", "-v"]
@@ -279,7 +285,8 @@ def ptxas_report(source, tmp_path):
         if "Compiling entry function" in line:
             name = line.split("'")[1]
         elif "spill stores" in line:
-            spills = int(re.search(r"(\d+) bytes spill stores", line).group(1))
+            frame = int(re.search(r"(\d+) bytes stack frame", line).group(1))
+            spills = frame + int(re.search(r"(\d+) bytes spill stores", line).group(1))
         elif "Used" in line and name:
             kernels[name] = (int(re.search(r"Used (\d+) registers", line).group(1)), spills)
     return kernels
@@ -287,7 +294,8 @@ def ptxas_report(source, tmp_path):
 
 @requires_nvcc
 def test_editorial_cuda_builds_for_hopper_without_spills(tmp_path):
-    """Every instantiation builds without spilling, and the performance shape's (4 query heads
+    """Every instantiation builds without spilling or local arrays (a register array indexed
+    at run time lands in local memory), and the performance shape's (4 query heads
     per KV head, head_dim <= 128) fits 128 registers: two 8-warp blocks per SM, the occupancy
     its loads in flight are sized for. (test_judge.py builds every CUDA solution too.)"""
     kernels = ptxas_report(FOLDER / "editorial.cu", tmp_path)

@@ -256,12 +256,18 @@ class Challenge(ChallengeBase):
         Q = torch.randn(len(seq_lens), q_heads, head_dim) * std
         K_cache = torch.randn(cache_shape) * std
         V_cache = torch.randn(cache_shape)
-        if layout == "poisoned_pool":  # a kernel that reads a block no sequence owns gets inf
-            # (inf, not NaN: the judge checks inputs for bit-identity, and NaN != NaN)
+        if layout == "poisoned_pool":  # inf in every block no sequence owns and in the slots
+            # of each last block past seq_len: a kernel that reads one into its sums gets inf or
+            # NaN (inf, not NaN: the judge checks inputs for bit-identity, and NaN != NaN)
             unused = torch.ones(num_blocks, dtype=torch.bool)
             unused[table[table >= 0].long()] = False
             K_cache[unused] = float("inf")
             V_cache[unused] = float("inf")
+            for b, length in enumerate(seq_lens):
+                last = int(table[b, pages_needed(length, block_size) - 1])
+                used_slots = length - (pages_needed(length, block_size) - 1) * block_size
+                K_cache[last, used_slots:] = float("inf")
+                V_cache[last, used_slots:] = float("inf")
         tensors = (Q, K_cache, V_cache, table, torch.tensor(seq_lens, dtype=torch.int32))
         return self._make_test_case(*(t.to(self.device) for t in tensors))
 
