@@ -1,7 +1,7 @@
 """Challenge 99 (MLA decode, weight-absorbed): the reference and the JAX reference against the
 float64 oracle, the named functional tests and their edges, the performance test's sizes and
-floors, the CPU-runnable solutions through the judge, the CUDA, CuTe and Mojo builds, and the
-CUDA editorial's kernel run on the CPU through the model in tests/mla_cpu_model."""
+floors, the CPU-runnable solutions through the judge, the CUDA builds, and the CUDA editorial's
+kernel run on the CPU through the model in tests/mla_cpu_model."""
 
 import ctypes
 import math
@@ -19,9 +19,6 @@ from oracles import mla_decode_oracle
 from test_judge import SOLUTIONS, judge
 
 from judge.challenges import REPO_ROOT, find_challenge, functional_test_names, load_challenge
-from judge.languages import LANGUAGES
-from judge.languages.base import import_solve
-from judge.signature import parse_signature
 
 FOLDER = SOLUTIONS / "99_mla_decode_attention"
 MODEL = REPO_ROOT / "tests" / "mla_cpu_model"
@@ -229,28 +226,8 @@ def test_cuda_solutions_build_for_hopper_without_spills(name, tmp_path):
         assert len(registers) == 2 and max(registers) <= 255
 
 
-def test_cute_solution_compiles_for_every_functional_test(challenge, functional):
-    pytest.importorskip(
-        "cutlass.cute", reason="the cute extra (nvidia-cutlass-dsl) is not installed"
-    )
-    from judge.languages.cute import compile_solve, layout_key
-
-    source = FOLDER / "solution.cute.py"
-    params = parse_signature(challenge.get_solve_signature())
-    solve = import_solve(source)
-    tests = [challenge.generate_example_test(), *functional.values()]
-    compiled = {layout_key(params, t): compile_solve(solve, params, t, source) for t in tests}
-    assert len(compiled) > 1 and all(map(callable, compiled.values()))
-
-
-def test_mojo_solution_builds(challenge, tmp_path):
-    language = LANGUAGES["mojo"]
-    if language.missing_toolchain() is not None:
-        pytest.skip(language.missing_toolchain())
-    params = parse_signature(challenge.get_solve_signature())
-    library = language.build(FOLDER / "solution.mojo", params, tmp_path)
-    symbols = subprocess.run(["nm", "-D", str(library)], capture_output=True, text=True).stdout
-    assert " T solve" in symbols
+# The CuTe DSL and Mojo solutions are compiled by tests/test_judge.py (TestCuteBuild, for every
+# functional test's shapes, and TestMojoBuild), which build every solution folder's files.
 
 
 @pytest.fixture(scope="module")
