@@ -30,17 +30,11 @@
 //    warp reads it with one float4 per lane (512 B for head_dim 128, cache-streaming hint: it
 //    is used once), UNROLL rows of K and V before any math: 4 KB per warp, 64 KB per SM at two
 //    blocks of 8 warps, more than the ~25 KB per SM that HBM latency needs in flight. The
-//    loads are unconditional, so the compiler issues all of them before the first result is
-//    used (with zero-filled `ok ? load : 0` rows, nvcc put a move after each load that waited
-//    for it): the UNROLL rows are slots of one allocated block (UNROLL divides block_size),
-//    and slots past seq_len are masked after the loads. The block's number comes from a register:
-//    lane i holds the block number of page window + i, refilled every 32 pages, and a shuffle hands
-//    it to the warp, so no dependent table load waits in front of a row.
-// 5. Few instructions per row. At ~4 TB/s an SM must retire a 1 KB K+V row every ~65 cycles,
-//    so the math must stay well inside that. The HEADS * UNROLL dot products of a batch are
-//    reduced together by a transposing butterfly (15 + 1 shuffles for 16 sums instead of
-//    80), each lane then holds one score, takes one exp2 (ex2.approx) for it, and the weights
-//    are broadcast; the running maximum moves once per batch. About 90 instructions per row.
+//    UNROLL rows are in one block (UNROLL divides block_size), whose number comes from a
+//    register: lane i holds the block number of page window + i, refilled every 32 pages,
+//    and a shuffle hands it to the warp, so no dependent table load waits in front of a row.
+// 5. One rescale per UNROLL rows: the UNROLL scores of a head are reduced first (warp
+//    shuffles), then the running maximum moves once and the rows are added with their weights.
 #include <cuda_runtime.h>
 #include <math.h>
 
@@ -57,47 +51,6 @@ __device__ __forceinline__ float warp_max(float x) {
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) x = fmaxf(x, __shfl_xor_sync(FULL, x, offset));
     return x;
-}
-
-__host__ __device__ constexpr int log2_of(int n) { return n <= 1 ? 0 : 1 + log2_of(n / 2); }
-
-// Sums each of the N (a power of two <= 32) values of every lane over the warp, N at once:
-// each step trades half of the values with the partner lane and keeps the other half, so N
-// sums take N - 1 + (5 - log2 N) shuffles instead of 5 N. Lane l ends with the sum of value
-// (l >> (5 - log2 N)) % N.
-template <int N, int STEP = 0>
-__device__ __forceinline__ void transpose_steps(float (&a)[N], int lane) {
-    if constexpr ((N >> STEP) > 1) {
-        constexpr int offset = 16 >> STEP, half = N >> (STEP + 1);
-        const bool upper = lane & offset;
-#pragma unroll
-        for (int i = 0; i < half; ++i) {
-            const float send = upper ? a[i] : a[i + half];
-            a[i] = (upper ? a[i + half] : a[i]) + __shfl_xor_sync(FULL, send, offset);
-        }
-        transpose_steps<N, STEP + 1>(a, lane);
-    }
-}
-
-template <int N>
-__device__ __forceinline__ float transpose_sum(float (&a)[N], int lane) {
-    transpose_steps<N>(a, lane);
-    float x = a[0];
-#pragma unroll
-    for (int offset = 16 >> log2_of(N); offset > 0; offset /= 2)
-        x += __shfl_xor_sync(FULL, x, offset);
-    return x;
-}
-
-// 2^x in one MUFU instruction (exp2f adds range fix-ups); 2^-inf = 0.
-__device__ __forceinline__ float fast_exp2(float x) {
-#ifdef __CUDA_ARCH__
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-#else
-    return exp2f(x);
-#endif
 }
 
 __device__ __forceinline__ int warp_inclusive_scan(int x, int lane) {
@@ -297,70 +250,43 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
             const float4* k_rows = reinterpret_cast<const float4*>(K_cache + first_row);
             const float4* v_rows = reinterpret_cast<const float4*>(V_cache + first_row);
 
-            // Every load unconditional, so that none waits for another: the UNROLL rows are
-            // slots of one allocated block (the last ones may be past seq_len: stale values,
-            // masked below), and a column past head_dim is clamped to the row's last one (its
-            // q is 0 and its acc never stored).
             float4 k[UNROLL][CHUNKS], v[UNROLL][CHUNKS];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
                 for (int c = 0; c < CHUNKS; ++c) {
-                    const size_t at = u * row_stride4 + min(lane + 32 * c, vec_per_row - 1);
-                    k[u][c] = __ldcs(k_rows + at);
-                    v[u][c] = __ldcs(v_rows + at);
+                    const int col = lane + 32 * c;
+                    const bool ok = t + u < t1 && col < vec_per_row;
+                    const size_t at = u * row_stride4 + col;
+                    k[u][c] = ok ? __ldcs(k_rows + at) : make_float4(0.f, 0.f, 0.f, 0.f);
+                    v[u][c] = ok ? __ldcs(v_rows + at) : make_float4(0.f, 0.f, 0.f, 0.f);
                 }
-            if (t + UNROLL > t1) {  // a stale slot's value must not reach acc, even times 0
-#pragma unroll
-                for (int u = 0; u < UNROLL; ++u)
-#pragma unroll
-                    for (int c = 0; c < CHUNKS; ++c)
-                        if (t + u >= t1) v[u][c] = make_float4(0.f, 0.f, 0.f, 0.f);
-            }
 
-            // The HEADS * UNROLL dot products, reduced together: lane l ends with the score of
-            // (head, row) = idx / UNROLL, idx % UNROLL for idx = (l >> SHIFT) % SCORES.
-            constexpr int SCORES = HEADS * UNROLL;
-            constexpr int SHIFT = 5 - log2_of(SCORES);
-            float partial[SCORES];
 #pragma unroll
-            for (int h = 0; h < HEADS; ++h)
+            for (int h = 0; h < HEADS; ++h) {
+                float score[UNROLL];
+                float top = m[h];
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) {
-                    partial[h * UNROLL + u] = 0.f;
+                    float partial = 0.f;
 #pragma unroll
-                    for (int c = 0; c < CHUNKS; ++c)
-                        partial[h * UNROLL + u] += dot4(q[h][c], k[u][c]);
+                    for (int c = 0; c < CHUNKS; ++c) partial += dot4(q[h][c], k[u][c]);
+                    const float full = warp_sum(partial);  // every lane: the whole warp shuffles
+                    score[u] = t + u < t1 ? full : -INFINITY;
+                    top = fmaxf(top, score[u]);
                 }
-            const int idx = (lane >> SHIFT) % SCORES;
-            const float total = transpose_sum<SCORES>(partial, lane);  // the whole warp shuffles
-            const float score = t + idx % UNROLL < t1 ? total : -INFINITY;
-            // each head's maximum over the batch: across the lanes that hold its UNROLL rows
-            float top = score;
+                const float rescale = exp2f(m[h] - top);
+                l[h] *= rescale;
 #pragma unroll
-            for (int offset = 1 << SHIFT; offset < (UNROLL << SHIFT); offset *= 2)
-                top = fmaxf(top, __shfl_xor_sync(FULL, top, offset));
-            float rescale[HEADS], m_mine = m[0];
-#pragma unroll
-            for (int h = 0; h < HEADS; ++h) {
-                const float m_new = fmaxf(m[h], __shfl_sync(FULL, top, (h * UNROLL) << SHIFT));
-                rescale[h] = fast_exp2(m[h] - m_new);
-                m[h] = m_new;
-                if (h == idx / UNROLL) m_mine = m_new;
-            }
-            const float p_mine = fast_exp2(score - m_mine);  // 0 for a row past the end
-#pragma unroll
-            for (int h = 0; h < HEADS; ++h) {
-                l[h] *= rescale[h];
-#pragma unroll
-                for (int c = 0; c < CHUNKS; ++c) acc[h][c] = scale4(acc[h][c], rescale[h]);
+                for (int c = 0; c < CHUNKS; ++c) acc[h][c] = scale4(acc[h][c], rescale);
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) {
-                    const float p = __shfl_sync(FULL, p_mine, (h * UNROLL + u) << SHIFT);
+                    const float p = exp2f(score[u] - top);
                     l[h] += p;
 #pragma unroll
                     for (int c = 0; c < CHUNKS; ++c) acc[h][c] = axpby4(acc[h][c], 1.f, p, v[u][c]);
                 }
+                m[h] = top;
             }
         }
 
