@@ -61,8 +61,9 @@ def _kernel_frame(exc: BaseException, foreign: List[str]) -> Optional[traceback.
     kernel = re.match(r"\s*def\s+(\w+)", src)
     if kernel is None:
         return None
-    files = {f.filename for f in traceback.extract_tb(exc.__traceback__) if _own(f, foreign)}
-    for filename in sorted(files):
+    # the innermost of the submission's files first: the one whose code launched the kernel
+    files = [f.filename for f in traceback.extract_tb(exc.__traceback__) if _own(f, foreign)]
+    for filename in dict.fromkeys(reversed(files)):
         lines = linecache.getlines(filename)
         for number, text in enumerate(lines, 1):
             if re.match(rf"\s*def\s+{kernel.group(1)}\s*\(", text):
