@@ -109,7 +109,9 @@ def judge_task(task: dict) -> dict:
                 pass
         argv = [task["challenge"], "--solution", str(solution), "--action", task["action"]]
         argv += ["--language", task["language"], "--device", task["device"]]
-        argv += ["--timeout", str(task["timeout"]), "--budget", str(task["budget"])]
+        argv += ["--budget", str(task["budget"])]
+        if task["timeout"] is not None:  # else the single run's default for the device
+            argv += ["--timeout", str(task["timeout"])]
         if task.get("seed") is not None:
             argv += ["--seed", str(task["seed"])]
         report, code = evaluate(build_parser().parse_args(argv))
@@ -179,7 +181,7 @@ def run_batch(
     ray_address: Optional[str] = None,
     rerun: bool = False,
     db: Optional[Path] = None,
-    timeout: float = 60.0,
+    timeout: Optional[float] = None,
     budget: float = 10.0,
     ray_options: Optional[dict] = None,
 ) -> int:
@@ -198,7 +200,8 @@ def run_batch(
         ray_address: run Ray tasks on this cluster ("local": RAY_ADDRESS or a new local one).
         rerun: judge submissions the history already has a result for.
         db: the history file (default ``default_db_path()``).
-        timeout: seconds allowed for one call of solve.
+        timeout: seconds allowed for one call of solve (None: a single run's default for the
+            device).
         budget: seconds of timing samples per performance test.
         ray_options: more ``ray.init`` arguments for a new local cluster (e.g. num_cpus).
 
@@ -380,7 +383,9 @@ def build_batch_parser() -> argparse.ArgumentParser:
         "--rerun", action="store_true", help="judge again what the history already has"
     )
     parser.add_argument("--db", type=Path, help=f"history file (default {default_db_path()})")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per solve call")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds per solve call (default: as for a single run)"
+    )
     parser.add_argument(
         "--budget", type=float, default=10.0, help="seconds of timing per performance test"
     )
