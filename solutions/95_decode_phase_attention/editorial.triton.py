@@ -116,6 +116,9 @@ def decode_kernel(
 PROGRAMS_PER_SM = 2  # one wave: shared memory holds two programs per SM
 BLOCK_G = 16  # query heads per program; groups of more heads take several programs
 BLOCK_N = 32  # tokens per tile
+# Triton's CPU interpreter runs each tile operation as one NumPy call, so there bigger tiles
+# mean fewer interpreted steps; the kernel is the same
+INTERPRETER_BLOCK_N = 256
 NUM_WARPS = 4
 NUM_STAGES = 3  # 2 when head_dim > 128: K and V tiles of 256 columns fill shared memory
 _counters = {}  # device -> int32 counters, zeroed once and reset by the kernel after each use
@@ -150,7 +153,7 @@ def solve(
 ):
     group = num_q_heads // num_kv_heads
     block_d = max(16, triton.next_power_of_2(head_dim))
-    block_n = BLOCK_N
+    block_n = BLOCK_N if Q.is_cuda else INTERPRETER_BLOCK_N
     pairs = batch_size * num_kv_heads
     head_groups = triton.cdiv(group, BLOCK_G)
     splits = split_count(pairs, cache_len, block_n, Q.device)

@@ -186,17 +186,20 @@ def decode_kernel(
 
 
 BLOCK_N = 8  # tokens per tile; a loop step takes four tiles
+# Triton's CPU interpreter runs each tile operation as one NumPy call, so there bigger tiles
+# mean fewer interpreted steps; the kernel is the same
+INTERPRETER_BLOCK_N = 128
 NUM_WARPS = 4
 PROGRAMS_PER_SM = 6
 _counters = {}  # device -> int32 counters, zeroed once and reset by the kernel after each use
 
 
-def split_count(num_heads: int, seq_len: int, device) -> int:
+def split_count(num_heads: int, seq_len: int, block_n: int, device) -> int:
     """Chunks per head so that the grid has about PROGRAMS_PER_SM programs per SM."""
     on_gpu = device.type == "cuda"
     sms = torch.cuda.get_device_properties(device).multi_processor_count if on_gpu else 4
     wanted = max(1, PROGRAMS_PER_SM * sms // num_heads)
-    return max(1, min(wanted, triton.cdiv(seq_len, BLOCK_N)))
+    return max(1, min(wanted, triton.cdiv(seq_len, block_n)))
 
 
 def counters(num_heads: int, device) -> torch.Tensor:
@@ -218,8 +221,9 @@ def solve(
     seq_len: int,
     head_dim: int,
 ):
-    splits = split_count(num_heads, seq_len, Q.device)
-    step = 4 * BLOCK_N
+    block_n = BLOCK_N if Q.is_cuda else INTERPRETER_BLOCK_N
+    splits = split_count(num_heads, seq_len, block_n, Q.device)
+    step = 4 * block_n
     tokens_per_split = triton.cdiv(triton.cdiv(seq_len, splits), step) * step
     splits = triton.cdiv(seq_len, tokens_per_split)
     part_out = torch.empty(num_heads, splits, head_dim, device=Q.device, dtype=torch.float32)
@@ -239,7 +243,7 @@ def solve(
         tokens_per_split,
         splits,
         1.4426950408889634 / math.sqrt(head_dim),
-        BLOCK_N=BLOCK_N,
+        BLOCK_N=block_n,
         BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK_S=triton.next_power_of_2(splits),
         PTX_INT8=os.environ.get("TRITON_INTERPRET") != "1",
