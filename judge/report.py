@@ -163,7 +163,12 @@ def _render_performance(perf: PerformanceResult, console: Console):
         console.print(
             f"  {r.bytes_moved / 1e6:.1f} MB moved: {r.achieved_gbps:.0f} GB/s = "
             f"{r.percent_of_streaming_read:.1f}% of the measured streaming read "
-            f"({r.streaming_read_gbps:.0f} GB/s)",
+            f"({r.streaming_read_gbps:.0f} GB/s{', ' + r.floor_kernel if r.floor_kernel else ''})"
+            + (
+                f", {r.percent_of_hbm_peak:.1f}% of the HBM peak ({r.hbm_peak_gbps:.0f} GB/s)"
+                if r.hbm_peak_gbps
+                else ""
+            ),
             highlight=False,
         )
     if perf.reference_timing is not None:

@@ -408,10 +408,13 @@ class Session:
         escaped = escaped_work(result.timing, empty_tail)
         if escaped:
             result.verdict, result.detail = Verdict.TIMING_ESCAPED, escaped
-        from judge.timing import streaming_read_gbps
+        from judge.timing import read_floor
 
         moved = self.bytes_moved(private)
-        result.roofline = Roofline.of(moved, result.timing.median_ms, streaming_read_gbps())
+        floor = read_floor()
+        result.roofline = Roofline.of(
+            moved, result.timing.median_ms, floor.gbps, floor.kernel, floor.hbm_peak_gbps
+        )
         if result.roofline.suspicious and result.verdict.passed:
             percent = result.roofline.percent_of_streaming_read
             if moved > 2 * l2_cache_bytes():  # cannot be served from L2: the time is forged

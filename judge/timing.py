@@ -33,7 +33,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -255,56 +255,108 @@ def escaped_work(timing: Timing, empty_tail_ms: float) -> Optional[str]:
     return None
 
 
-ROW_FLOATS = 16384  # 64 KiB rows for the streaming read
-
-
 def streaming_read(nbytes: int) -> Callable[[], None]:
     """A call that reads ``nbytes`` (rounded up to 64 KiB) of float32 once, in one kernel:
-    torch's row sum over rows of 64 KiB. A plain ``torch.sum`` to one scalar adds a memset
-    and a second launch, whose host latency would land inside its GPU span."""
-    rows = max(1, -(-nbytes // (ROW_FLOATS * 4)))
-    buffer = torch.ones(rows, ROW_FLOATS, dtype=torch.float32, device="cuda")
+    torch's row sum over rows of 64 KiB (judge.floor's first read kernel). A plain
+    ``torch.sum`` to one scalar adds a memset and a second launch, whose host latency would
+    land inside its GPU span."""
+    from judge.floor import read_buffer
+
+    buffer = read_buffer(nbytes)
     return lambda: buffer.sum(dim=1)
+
+
+@dataclass(frozen=True)
+class ReadFloor:
+    """The device's streaming-read floor: the fastest of judge.floor's read kernels.
+
+    Attributes:
+        gbps: the fastest kernel's bandwidth in GB/s (1e9 bytes/s).
+        kernel: its name.
+        per_kernel_gbps: every kernel's bandwidth in GB/s, by name.
+        skipped: "name: reason" for each read kernel left out (did not build or misread).
+        hbm_peak_gbps: the memory's theoretical peak (judge.floor.hbm_peak_gbps), if known.
+    """
+
+    gbps: float
+    kernel: str
+    per_kernel_gbps: Dict[str, float]
+    skipped: List[str]
+    hbm_peak_gbps: Optional[float]
 
 
 def _device_key() -> str:
     props = torch.cuda.get_device_properties(None)
-    return f"{props.name}|{props.total_memory}|{torch.version.cuda}|gpu-span"
+    return f"{props.name}|{props.total_memory}|{torch.version.cuda}|best-of-read-kernels"
 
 
-def streaming_read_gbps(refresh: bool = False, nbytes: int = 2 * 2**30) -> float:
-    """The device's measured streaming-read bandwidth in GB/s (1e9 bytes/s).
+def read_floor(refresh: bool = False, nbytes: int = 2 * 2**30) -> ReadFloor:
+    """The device's measured streaming-read floor (``ReadFloor``).
 
-    Measured once per device with ``streaming_read`` over ``nbytes`` (L2 evicted by reading
-    before each sample, median of the GPU spans) and cached in
-    ``~/.cache/decode-attention/bandwidth.json``.
+    Measured once per device: every read kernel of ``judge.floor.read_kernels`` over the same
+    ``nbytes`` (L2 evicted by reading before each sample, median of the GPU spans); the
+    fastest one is the floor. Cached in ``~/.cache/decode-attention/bandwidth.json``.
     """
+    from judge.floor import hbm_peak_gbps, read_kernels
+
     cache = CACHE_DIR / "bandwidth.json"
     key = _device_key()
     known = json.loads(cache.read_text()) if cache.is_file() else {}
-    if key in known and not refresh:
-        return known[key]
-    timing = time_calls(streaming_read(nbytes), budget_s=3.0)
-    gbps = nbytes / (timing.median_ms * 1e-3) / 1e9
-    known[key] = gbps
+    if isinstance(known.get(key), dict) and not refresh:
+        return ReadFloor(**known[key])
+    skipped: List[str] = []
+    per_kernel = {}
+    for kernel in read_kernels(nbytes, skipped):
+        timing = time_calls(kernel.call, budget_s=3.0)
+        per_kernel[kernel.name] = nbytes / (timing.median_ms * 1e-3) / 1e9
+    best = max(per_kernel, key=per_kernel.get)
+    floor = ReadFloor(per_kernel[best], best, per_kernel, skipped, hbm_peak_gbps())
+    torch.cuda.empty_cache()
+    known[key] = asdict(floor)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(known, indent=2))
-    return gbps
+    return floor
+
+
+def streaming_read_gbps(refresh: bool = False, nbytes: int = 2 * 2**30) -> float:
+    """The device's streaming-read floor in GB/s: ``read_floor(...).gbps``."""
+    return read_floor(refresh, nbytes).gbps
 
 
 @dataclass
 class Roofline:
-    """Achieved bandwidth of a timed call against the device's streaming read."""
+    """Achieved bandwidth of a timed call against the device's streaming-read floor and, where
+    known, the memory's theoretical peak (GB/s are 1e9 bytes/s)."""
 
     bytes_moved: int
     achieved_gbps: float
     streaming_read_gbps: float
     percent_of_streaming_read: float
     suspicious: bool  # faster than the memory system can move the bytes
+    floor_kernel: str = ""  # the read kernel that set the floor
+    hbm_peak_gbps: Optional[float] = None
+    percent_of_hbm_peak: Optional[float] = None
 
     @classmethod
-    def of(cls, bytes_moved: int, median_ms: float, stream_gbps: float) -> "Roofline":
+    def of(
+        cls,
+        bytes_moved: int,
+        median_ms: float,
+        stream_gbps: float,
+        floor_kernel: str = "",
+        hbm_peak_gbps: Optional[float] = None,
+    ) -> "Roofline":
         achieved = bytes_moved / (median_ms * 1e-3) / 1e9 if median_ms > 0 else math.inf
         percent = 100.0 * achieved / stream_gbps
+        of_peak = 100.0 * achieved / hbm_peak_gbps if hbm_peak_gbps else None
         # 15% above a measured streaming read is past what any kernel sustains from DRAM
-        return cls(bytes_moved, achieved, stream_gbps, percent, percent > 115.0)
+        return cls(
+            bytes_moved,
+            achieved,
+            stream_gbps,
+            percent,
+            percent > 115.0,
+            floor_kernel,
+            hbm_peak_gbps,
+            of_peak,
+        )
