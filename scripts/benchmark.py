@@ -1,39 +1,71 @@
-"""Side-by-side timings of every way to solve challenges 95 and 96, on one GPU, in one run.
+"""Side-by-side timings of every way to solve challenges 95-99, on one GPU, in one run.
 
-    python scripts/benchmark.py [--budget SECONDS] [--no-sweep]
+    python scripts/benchmark.py [--challenges 95,96,97,98,99] [--budget SECONDS] [--no-sweep]
 
 For each challenge, at its performance shape: the PyTorch reference, torch.compile of the
 reference, other PyTorch formulations (SDPA with enable_gqa for 95), every file in
-solutions/<challenge>/ whose toolchain is installed, and a streaming read of the same bytes
-(judge.timing.streaming_read: one row-sum kernel, the practical floor). Each is checked against
-the reference once, then timed with the judge's timing module (judge/timing.py: GPU spans from
-CUPTI, L2 evicted by reading, SEM-based stopping). Then sweeps: 95 over cache_len 1K-64K and
-batch 1-16, 96 over seq_len 1K-32K, for the CUDA and Triton solutions and the streaming read.
-Last, the targets: the best CUDA and Triton solution's share of the streaming read, their
-speedup over torch.compile, and the split-KV solutions' lowest share in the sweeps at 4K
-tokens and more.
+solutions/<challenge>/ whose toolchain is installed, and the read floor: every read kernel of
+judge.floor over the same number of bytes, the fastest of them setting the floor. Each entry
+is checked against the reference once, then timed with the judge's timing module
+(judge/timing.py: GPU spans from CUPTI, L2 evicted by reading, SEM-based stopping) over enough
+copies of its inputs to cover the L2 cache four times. Bytes moved are the challenge's
+``get_bytes_moved`` where it has one (97 counts the attended tokens only), else every tensor
+argument once; each row gives its share of the floor and of the HBM peak (from NVML).
 
-Writes docs/benchmarks/<gpu>.md and docs/benchmarks/<gpu>.png (time and % of streaming read
-against length) and prints the tables. Submissions run in this process, without the judge's
-worker: trusted code only.
+Challenge 99 is bound by arithmetic: its rows also give a compute floor, the FLOPs of
+``get_flops`` times the products its arithmetic takes over a peak measured in the same run
+(torch.matmul of 8192 x 8192 operands in fp32 on CUDA cores, tf32 and fp16 on tensor cores),
+and which of the two floors binds. Where FlashInfer imports, its decode kernels at the same
+shapes are timed too (scripts/peers.py). Then sweeps (scripts/bench_shapes.py) of the CUDA and
+Triton solutions over lengths and batch sizes, and last the editorial targets, each met or
+not.
+
+Writes docs/benchmarks/<gpu>.md (all five challenges with sweeps; a subset run writes
+<gpu>-<numbers>[-no-sweep].md) and a plot beside it, and prints the tables. Submissions run in
+this process, without the judge's worker: trusted code only.
 """
 
 import argparse
 import os
 import re
 import sys
-import time
 from pathlib import Path
+from typing import Callable, Dict, List, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS.parent))
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(1, str(SCRIPTS))  # bench_shapes and peers, beside this file
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX shares the GPU with torch
 
+import bench_shapes  # noqa: E402
+import peers  # noqa: E402
 import torch  # noqa: E402
+from bench_report import (  # noqa: E402
+    CHALLENGES,
+    MATMUL_SIZE,
+    PEAKS,
+    SWEPT,
+    Entry,
+    Floor,
+    PeerRow,
+    Point,
+    Table,
+    header_lines,
+    plot,
+    report_stem,
+    roofline,
+    sweep_lines,
+    table_lines,
+    target_lines,
+    targets,
+)
 
 from judge.challenges import REPO_ROOT, find_challenge, load_challenge  # noqa: E402
+from judge.floor import hbm_peak_gbps, read_kernels  # noqa: E402
 from judge.languages import LANGUAGES, detect_language  # noqa: E402
 from judge.signature import parse_signature  # noqa: E402
-from judge.timing import CACHE_DIR, streaming_read, time_calls  # noqa: E402
+from judge.timing import CACHE_DIR, time_calls  # noqa: E402
 
 from core.challenge_base import materialize_test  # noqa: E402  # isort: skip
 
@@ -55,15 +87,16 @@ def sdpa_gqa(Q, K, V, output, batch_size, num_q_heads, num_kv_heads, cache_len, 
     output.copy_(out.squeeze(2))
 
 
-def entries(number: str, challenge, params, with_baselines: bool):
-    """(label, call(kwargs)) for everything timed on one challenge."""
+def entries(number: str, challenge, params, with_baselines: bool) -> List[Entry]:
+    """Everything timed on one challenge: the baselines (with_baselines), then every file of
+    its solutions folder whose toolchain is installed (only SWEPT languages without them)."""
     found = []
     if with_baselines:
-        found.append(("PyTorch reference", lambda kw: challenge.reference_impl(**kw)))
         compiled = torch.compile(challenge.reference_impl)
-        found.append(("torch.compile(reference)", lambda kw: compiled(**kw)))
+        found.append(Entry("PyTorch reference", call=lambda kw: challenge.reference_impl(**kw)))
+        found.append(Entry("torch.compile(reference)", call=lambda kw: compiled(**kw)))
         if number == "95":
-            found.append(("PyTorch SDPA, enable_gqa", lambda kw: sdpa_gqa(**kw)))
+            found.append(Entry("PyTorch SDPA, enable_gqa", call=lambda kw: sdpa_gqa(**kw)))
     for path in sorted(next(SOLUTIONS.glob(f"{number}_*")).glob("*.*")):
         language = detect_language(path)
         if language not in LANGUAGES or (not with_baselines and language not in SWEPT):
@@ -72,51 +105,80 @@ def entries(number: str, challenge, params, with_baselines: bool):
         if missing:
             print(f"skipping {path.name}: {missing}")
             continue
-        found.append((f"{path.name} ({language})", load_solution(path, params)))
+        label = f"{path.name} ({language})"
+        try:
+            found.append(Entry(label, path.name, language, call=load_solution(path, params)))
+        except Exception as exc:  # a build or load error: a row that says so, not a crash
+            found.append(Entry(label, path.name, language, status=failure(exc)))
     return found
 
 
-def input_sets(challenge, params, sizes=None):
-    """Copies of the performance test's inputs on the GPU (sizes overridden by ``sizes``), as
-    many as cover L2_COVER times the L2 cache: timing rotates through them, so no sample finds
-    its inputs in L2 even where they are smaller than L2. (With one set, the read-only L2
-    flush left part of such a buffer resident: on an H100, 34 MB read at 4.4 TB/s, past
-    HBM3's 3.35.)"""
-    spec = challenge.generate_performance_test()
-    if sizes:
-        spec = resize(spec, sizes)
-    first = materialize_test(spec, "cuda", seed=0)
-    l2_bytes = torch.cuda.get_device_properties(None).L2_cache_size
-    count = -(-L2_COVER * l2_bytes // bytes_moved(first, params))
-    return [first] + [materialize_test(spec, "cuda", seed=i) for i in range(1, count)]
+def failure(exc: Exception) -> str:
+    """An entry's status after ``exc``: "error: <type>: <first line>" (no "|", for markdown)."""
+    lines = str(exc).strip().splitlines()
+    text = f"error: {type(exc).__name__}" + (f": {lines[0][:160]}" if lines else "")
+    return text.replace("|", "/")
 
 
-def resize(spec, sizes):
-    """A copy of a declarative performance spec with some scalar sizes changed: every tensor
-    dimension equal to an old size takes the new size (the shapes here use each size once)."""
-    old = {k: v for k, v in spec.items() if isinstance(v, int)}
-    mapping = {old[k]: v for k, v in sizes.items()}
-    out = {}
-    for key, value in spec.items():
-        if isinstance(value, int):
-            out[key] = sizes.get(key, value)
-        else:
-            shape = tuple(mapping.get(n, n) for n in value.shape)
-            fields = {f: getattr(value, f) for f in value.__dataclass_fields__ if f != "shape"}
-            out[key] = type(value)(shape, **fields)
-    return out
-
-
-def bytes_moved(kwargs, params) -> int:
+def bytes_moved(challenge, kwargs, params) -> int:
+    """Bytes one call must move, as the judge counts them (judge/session.py): the challenge's
+    ``get_bytes_moved(**kwargs)`` where it has one, else every tensor argument once."""
+    custom = getattr(challenge, "get_bytes_moved", None)
+    if callable(custom):
+        return int(custom(**kwargs))
     return sum(kwargs[p.name].nbytes for p in params if p.is_pointer)
 
 
-def floor_calls(nbytes: int, count: int):
-    """``count`` streaming reads of ``nbytes``, each over a buffer of its own."""
-    return [streaming_read(nbytes) for _ in range(count)]
+def copies(nbytes: int) -> int:
+    """How many input sets of ``nbytes`` cover L2_COVER times the L2 cache: timing rotates
+    through them, so no sample finds its inputs in L2 even where they are smaller than L2.
+    (With one set, the read-only L2 flush left part of such a buffer resident: on an H100,
+    34 MB read at 4.4 TB/s, past HBM3's 3.35.)"""
+    l2_bytes = torch.cuda.get_device_properties(None).L2_cache_size
+    return max(1, -(-L2_COVER * l2_bytes // nbytes))
+
+
+def input_sets(challenge, params, spec) -> List[dict]:
+    """Copies of one declarative input spec on the GPU (seeds 0, 1, ...), as many as
+    ``copies`` asks for."""
+    first = materialize_test(spec, "cuda", seed=0)
+    count = copies(bytes_moved(challenge, first, params))
+    return [first] + [materialize_test(spec, "cuda", seed=i) for i in range(1, count)]
+
+
+def time_rotating(calls: Sequence[Callable[[], None]], budget_s: float) -> float:
+    """Median GPU span in ms, each sample taking the next of ``calls`` (zero-argument)."""
+    turn = {"next": 0}
+
+    def prepare():
+        turn["next"] = (turn["next"] + 1) % len(calls)
+
+    return time_calls(lambda: calls[turn["next"]](), prepare, budget_s=budget_s).median_ms
+
+
+def measure_floor(nbytes: int, count: int, budget_s: float, kernels=None, timer=None) -> Floor:
+    """The read floor at ``nbytes``: ``kernels(nbytes)`` (judge.floor.read_kernels: one
+    buffer and every read kernel over it) is called ``count`` times, and each kernel name is
+    timed by ``timer`` (time_rotating) rotating through its ``count`` buffers. The kernels
+    judge.floor left out (did not build or misread) are kept in ``Floor.skipped``."""
+    skipped: List[str] = []
+    if kernels is None:
+
+        def kernels(n):
+            return read_kernels(n, skipped)
+
+    timer = timer or time_rotating
+    by_name: Dict[str, List[Callable[[], None]]] = {}
+    for _ in range(count):
+        for kernel in kernels(nbytes):
+            by_name.setdefault(kernel.name, []).append(kernel.call)
+    medians = {name: timer(calls, budget_s) for name, calls in by_name.items()}
+    return Floor(nbytes, medians, tuple(dict.fromkeys(skipped)))
 
 
 def check(challenge, params, call, kwargs) -> str:
+    """The check's verdict: "ok" when ``call`` matches the reference within the challenge's
+    tolerance on ``kwargs`` (its outputs NaN-filled first), else "WRONG"."""
     expected = dict(kwargs)
     for p in params:
         if p.is_output:
@@ -133,209 +195,185 @@ def check(challenge, params, call, kwargs) -> str:
     return "ok" if ok else "WRONG"
 
 
-def time_rotating(calls, budget_s):
-    """Median GPU span in ms, each sample taking the next of ``calls`` (zero-argument)."""
-    turn = {"next": 0}
+def time_entries(challenge, params, found: List[Entry], sets, budget_s: float) -> None:
+    """Check each entry on the first input set (which also builds and JITs it), then time it
+    rotating through ``sets``; fills in status and ms. An entry that raises gets the error as
+    its status and no time (after a CUDA fault, the ones after it fail the same way)."""
+    for entry in found:
+        if entry.call is None:  # did not build
+            continue
+        try:
+            entry.status = check(challenge, params, entry.call, sets[0])
+            calls = [lambda kw=kw, e=entry: e.call(kw) for kw in sets]
+            entry.ms = time_rotating(calls, budget_s)
+        except Exception as exc:
+            entry.status = failure(exc)
+            print(f"{entry.label}: {entry.status}")
 
-    def prepare():
-        turn["next"] = (turn["next"] + 1) % len(calls)
 
-    return time_calls(lambda: calls[turn["next"]](), prepare, budget_s=budget_s).median_ms
+def matmul_peaks(budget_s: float, n: int = MATMUL_SIZE) -> Dict[str, float]:
+    """PEAKS' key -> TFLOP/s of torch.matmul of two random (n, n) matrices, 2 * n^3 over the
+    median GPU span (judge.timing.time_calls, as every entry is timed)."""
+    peaks = {}
+    for key, (_, dtype, tf32) in PEAKS.items():
+        a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
+        out = torch.empty(n, n, device="cuda", dtype=dtype)
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            ms = time_calls(lambda: torch.matmul(a, b, out=out), budget_s=budget_s).median_ms
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+        peaks[key] = 2 * n**3 / (ms * 1e-3) / 1e12
+    return peaks
 
 
-def time_entry(call, sets, budget_s):
-    return time_rotating([lambda kw=kw: call(kw) for kw in sets], budget_s)
+def mla_rooflines(rows: List[Entry], flops: int, bandwidth_ms: float, peaks) -> dict:
+    """99's Roofline of every entry, by label: ``flops`` of one call (get_flops), the read
+    floor ``bandwidth_ms`` (ms) at its bytes, ``peaks`` in TFLOP/s (matmul_peaks)."""
+    return {e.label: roofline(e.file or e.label, flops, bandwidth_ms, peaks) for e in rows}
 
 
-def main_table(number, budget_s):
-    challenge = load_challenge(find_challenge(number), "cuda")
-    params = parse_signature(challenge.get_solve_signature())
-    sets = input_sets(challenge, params)
-    kwargs = sets[0]
-    moved = bytes_moved(kwargs, params)
-    floor_ms = time_rotating(floor_calls(moved, len(sets)), budget_s)
+def run_peers(number: str, kwargs, budget_s: float) -> List[PeerRow]:
+    """FlashInfer's peers of one challenge (peers.peers_for), each timed over its own input
+    sets against the floor at its own bytes; any exception makes its row a skipped one."""
+    try:
+        found = peers.peers_for(number, kwargs)
+    except Exception as exc:
+        reason = failure(exc).removeprefix("error: ")
+        return [PeerRow(f"FlashInfer peers of {number}", skipped=reason)]
     rows = []
-    for label, call in entries(number, challenge, params, with_baselines=True):
-        status = check(challenge, params, call, kwargs)
-        rows.append((label, status, time_entry(call, sets, budget_s)))
-    reference_ms = rows[0][2]
-    compiled_ms = rows[1][2]
-    sizes = ", ".join(f"{k}={v}" for k, v in kwargs.items() if isinstance(v, int))
-    lines = [
-        f"### {number} {challenge.name} ({sizes}; {moved / 1e6:.1f} MB moved)",
-        "",
-        "| entry | check | median (us) | GB/s | % of streaming read | vs reference | "
-        "vs torch.compile |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for label, status, ms in rows + [("streaming read of the same bytes", "-", floor_ms)]:
-        lines.append(
-            f"| {label} | {status} | {ms * 1e3:.1f} | {moved / ms / 1e6:.0f} | "
-            f"{100 * floor_ms / ms:.1f}% | {reference_ms / ms:.2f}x | {compiled_ms / ms:.2f}x |"
-        )
-    return lines, rows, floor_ms, compiled_ms
-
-
-def best_share(rows, floor_ms, compiled_ms, language):
-    """(label, % of streaming read, speedup over torch.compile) of the fastest correct
-    solution in ``language``, or None."""
-    timed = [
-        (ms, label) for label, status, ms in rows if status == "ok" and f"({language})" in label
-    ]
-    if not timed:
-        return None
-    ms, label = min(timed)
-    return label, 100 * floor_ms / ms, compiled_ms / ms
-
-
-def targets(tables, sweeps):
-    """The targets: the best CUDA (>= 90%) and Triton (>= 80%) solutions' share of the
-    streaming read and speedup over torch.compile (>= 5x) at the performance shapes, and the
-    split-KV (editorial) solutions' lowest share in the sweeps at 4K tokens and more (>= 80%)."""
-    lines = [
-        "### Targets",
-        "",
-        "| challenge | what | measured | target |",
-        "|---|---|---:|---:|",
-    ]
-    for number, (rows, floor_ms, compiled_ms) in tables.items():
-        for language, goal in (("cuda", 90), ("triton", 80)):
-            best = best_share(rows, floor_ms, compiled_ms, language)
-            if best is None:
-                continue
-            label, share, speedup = best
-            lines.append(
-                f"| {number} | best {language}: {label}, % of streaming read | "
-                f"{share:.1f}% | >= {goal}% |"
-            )
-            lines.append(
-                f"| {number} | {label}, speedup over torch.compile | " f"{speedup:.1f}x | >= 5x |"
-            )
-    for (number, name), rows in sweeps.items():
-        long_enough = [r for value, r in rows if name == "batch_size" or value >= 4096]
-        for label in rows[0][1]:
-            if label.startswith("editorial"):
-                lowest = min(r[label][1] for r in long_enough)
-                lines.append(
-                    f"| {number} | {label}, lowest % in the {name} sweep (>= 4K "
-                    f"tokens) | {lowest:.1f}% | >= 80% |"
-                )
-    return lines
-
-
-SWEPT = ("cuda", "triton")  # the languages the sweeps time
-SWEEPS = {
-    "95": [
-        ("cache_len", [1024, 2048, 4096, 8192, 16384, 32768, 65536]),
-        ("batch_size", [1, 2, 4, 8, 16]),
-    ],
-    "96": [("seq_len", [1024, 2048, 4096, 8192, 16384, 32768])],
-}
-
-
-def sweep(number, name, values, budget_s):
-    """Rows of (value, {label: (ms, % of streaming read)}) for one size swept."""
-    challenge = load_challenge(find_challenge(number), "cuda")
-    params = parse_signature(challenge.get_solve_signature())
-    solutions = entries(number, challenge, params, with_baselines=False)
-    rows = []
-    for value in values:
-        sets = input_sets(challenge, params, {name: value})
-        moved = bytes_moved(sets[0], params)
-        floor_ms = time_rotating(floor_calls(moved, len(sets)), budget_s)
-        results = {"streaming read": (floor_ms, 100.0)}
-        for label, call in solutions:
-            call(sets[0])  # builds and JIT before timing
-            ms = time_entry(call, sets, budget_s)
-            results[label] = (ms, 100 * floor_ms / ms)
-        rows.append((value, results))
-        del sets
+    for peer in found:
+        calls = []
+        try:
+            count = copies(peer.nbytes)
+            calls = peer.make(count)
+            ms = time_rotating(calls, budget_s)
+            rows.append(PeerRow(peer.label, ms, measure_floor(peer.nbytes, count, budget_s)))
+        except Exception as exc:
+            rows.append(PeerRow(peer.label, skipped=failure(exc).removeprefix("error: ")))
+        del calls  # the peer's input sets, before the next peer allocates its own
         torch.cuda.empty_cache()
     return rows
 
 
-def sweep_table(number, name, rows):
-    labels = list(rows[0][1])
-    lines = [
-        f"#### {number}: {name} sweep (median us, % of streaming read)",
-        "",
-        f"| {name} | " + " | ".join(labels) + " |",
-        "|---:|" + "---:|" * len(labels),
-    ]
-    for value, results in rows:
-        cells = [f"{results[lb][0] * 1e3:.1f} ({results[lb][1]:.0f}%)" for lb in labels]
-        lines.append(f"| {value} | " + " | ".join(cells) + " |")
-    return lines
+def main_table(number: str, budget_s: float, peaks, with_peers: bool) -> Table:
+    """Every entry of one challenge at its performance shape, the floor and (99) rooflines."""
+    challenge = load_challenge(find_challenge(number), "cuda")
+    params = parse_signature(challenge.get_solve_signature())
+    sets = input_sets(challenge, params, challenge.generate_performance_test())
+    kwargs = sets[0]
+    moved = bytes_moved(challenge, kwargs, params)
+    floor = measure_floor(moved, len(sets), budget_s)
+    rows = entries(number, challenge, params, with_baselines=True)
+    time_entries(challenge, params, rows, sets, budget_s)
+    sizes = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in kwargs.items()
+        if isinstance(v, (int, float))
+    )
+    table = Table(number, challenge.name, sizes, moved, floor, rows)
+    if number == "99":
+        table.flops = challenge.get_flops(**kwargs)
+        table.rooflines = mla_rooflines(rows, table.flops, floor.ms, peaks)
+    if with_peers:
+        table.peers = run_peers(number, kwargs, budget_s)
+    return table
 
 
-def plot(sweeps, path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(sweeps), figsize=(5 * len(sweeps), 8), squeeze=False)
-    for column, ((number, name), rows) in enumerate(sweeps.items()):
-        xs = [value for value, _ in rows]
-        for label in rows[0][1]:
-            axes[0][column].plot(xs, [r[label][0] * 1e3 for _, r in rows], marker="o", label=label)
-            axes[1][column].plot(xs, [r[label][1] for _, r in rows], marker="o", label=label)
-        axes[0][column].set(
-            title=f"{number}: time vs {name}", xscale="log", yscale="log", ylabel="median (us)"
+def sweep(number: str, axis: bench_shapes.Axis, budget_s: float, peaks) -> List[Point]:
+    """The SWEPT solutions of one challenge at each point of ``axis``, each checked there."""
+    challenge = load_challenge(find_challenge(number), "cuda")
+    params = parse_signature(challenge.get_solve_signature())
+    solutions = entries(number, challenge, params, with_baselines=False)
+    points = []
+    for value in axis.values:
+        sets = input_sets(
+            challenge, params, bench_shapes.sweep_spec(number, challenge, axis, value)
         )
-        axes[1][column].set(
-            title=f"{number}: % of streaming read",
-            xscale="log",
-            xlabel=name,
-            ylabel="%",
-            ylim=(0, 130),
+        moved = bytes_moved(challenge, sets[0], params)
+        floor = measure_floor(moved, len(sets), budget_s)
+        rows = [Entry(e.label, e.file, e.language, e.status, call=e.call) for e in solutions]
+        time_entries(challenge, params, rows, sets, budget_s)
+        point = Point(value, axis.tokens_at(value), moved, floor, rows)
+        if number == "99":
+            flops = challenge.get_flops(**sets[0])
+            point.rooflines = mla_rooflines(rows, flops, floor.ms, peaks)
+        points.append(point)
+        del sets
+        torch.cuda.empty_cache()
+    return points
+
+
+def parse_challenges(text: str) -> List[str]:
+    """The challenges of "97,95": ["95", "97"] (in order, each once); any number not in
+    CHALLENGES is an error."""
+    numbers = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = sorted(numbers - set(CHALLENGES))
+    if unknown or not numbers:
+        raise argparse.ArgumentTypeError(
+            f"unknown challenge(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {','.join(CHALLENGES)}"
         )
-        axes[0][column].legend(fontsize=7)
-        axes[1][column].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return [n for n in CHALLENGES if n in numbers]
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+    """--challenges (a list of numbers), --budget (seconds of samples per entry), --no-sweep."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--challenges",
+        type=parse_challenges,
+        default=list(CHALLENGES),
+        help=f"comma-separated challenge numbers (default: {','.join(CHALLENGES)}); split a long "
+        "run into several, each writing its own report",
+    )
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of samples per entry")
-    parser.add_argument("--no-sweep", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--no-sweep", action="store_true", help="the performance tests only")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Run the benchmark of the challenges asked for and write the report (module docstring)."""
+    args = parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = False
     props = torch.cuda.get_device_properties(None)
     slug = re.sub(r"[^a-z0-9]+", "-", props.name.lower()).strip("-")
-    lines = [
-        f"# Benchmarks on {props.name}",
-        "",
-        f"{time.strftime('%Y-%m-%d')}, PyTorch {torch.__version__}, {props.multi_processor_count}"
-        f" SMs. Command: `python scripts/benchmark.py`. Times are medians of GPU spans (CUPTI:"
-        " the first kernel's start to the last one's end, every stream) with L2 evicted before "
-        "each sample (judge/timing.py); the streaming read is one row-sum kernel over the same "
-        "number of bytes (judge.timing.streaming_read), timed the same way. A span leaves out "
-        "the host's latency before the first kernel and keeps every gap between kernels, so "
-        "a call that launches several kernels from Python pays the host's launch latency "
-        "between them (the reference, torch.compile and the plain PyTorch solutions do).",
-        "",
-    ]
-    tables, sweeps = {}, {}
-    for number in ("95", "96"):
-        table, rows, floor_ms, compiled_ms = main_table(number, args.budget)
-        tables[number] = (rows, floor_ms, compiled_ms)
-        lines += table + [""]
-    if not args.no_sweep:
-        for number, axes in SWEEPS.items():
-            for name, values in axes:
-                rows = sweep(number, name, values, args.budget)
-                sweeps[(number, name)] = rows
-                lines += sweep_table(number, name, rows) + [""]
-        OUT_DIR.mkdir(parents=True, exist_ok=True)
-        plot(sweeps, OUT_DIR / f"{slug}.png")
-        lines += [f"![time and % of streaming read against length]({slug}.png)", ""]
-    lines += targets(tables, sweeps) + [""]
+    stem = report_stem(slug, args.challenges, not args.no_sweep)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / f"{slug}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-    print(f"\nwrote {OUT_DIR / (slug + '.md')}")
+    hbm_gbps = hbm_peak_gbps()
+    peaks = matmul_peaks(args.budget) if "99" in args.challenges else {}
+    flashinfer_note = peers.flashinfer_missing()
+    lines = header_lines(props, args, hbm_gbps, peaks, flashinfer_note)
+    tables, sweeps = {}, {}
+
+    def save(done: bool):
+        """The report so far, rewritten after every table and sweep: a run stopped at a time
+        limit leaves what it measured."""
+        unfinished = [] if done else ["(Unfinished: the run had not reached its end.)", ""]
+        report = lines + target_lines(targets(tables, sweeps)) + [""] + unfinished
+        (OUT_DIR / f"{stem}.md").write_text("\n".join(report))
+        return report
+
+    for number in args.challenges:
+        tables[number] = main_table(number, args.budget, peaks, flashinfer_note is None)
+        lines += table_lines(tables[number], hbm_gbps)
+        save(done=False)
+        torch.cuda.empty_cache()
+    if not args.no_sweep:
+        for number in args.challenges:
+            for axis in bench_shapes.SWEEPS[number]:
+                points = sweep(number, axis, args.budget, peaks)
+                sweeps[(number, axis.name)] = points
+                lines += sweep_lines(number, axis.name, points, hbm_gbps) + [""]
+                save(done=False)
+        try:
+            plot(sweeps, OUT_DIR / f"{stem}.png")
+            lines += [f"![time and % of the floor against each swept size]({stem}.png)", ""]
+        except ImportError as exc:  # matplotlib is the optional "plot" extra
+            lines += [f"(no plot: {exc})", ""]
+    print("\n".join(save(done=True)))
+    print(f"\nwrote {OUT_DIR / (stem + '.md')}")
 
 
 if __name__ == "__main__":
