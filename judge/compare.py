@@ -1,9 +1,19 @@
-"""Comparing a submission's output with the reference output, element by element."""
+"""Comparing a submission's output with the reference output, element by element, and
+inputs with their copies bit by bit."""
 
 from dataclasses import asdict, dataclass
 from typing import List, Optional
 
 import torch
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors hold the same bytes (shape and dtype included): unlike
+    ``torch.equal``, a NaN equals the same NaN, and -0.0 differs from 0.0, so an input that
+    holds NaN is not reported as modified, and one a submission overwrote with -0.0 is."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
 
 
 @dataclass

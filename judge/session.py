@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from core.challenge_base import materialize_test
 
-from judge.compare import Comparison, compare_output
+from judge.compare import Comparison, compare_output, same_bits
 from judge.diagnose import diagnose_error, diagnose_outputs
 from judge.signature import parse_signature
 from judge.supervisor import Worker
@@ -260,7 +260,7 @@ class Session:
             if p.is_pointer and p.is_output
         }
         for name, (guard, original) in guards.items():
-            if not torch.equal(guard.cpu(), original):
+            if not same_bits(guard.cpu(), original):
                 changed = int((guard.cpu() != original).sum())
                 return (
                     Verdict.OUT_OF_BOUNDS_WRITE,
@@ -272,7 +272,7 @@ class Session:
             if (
                 p.is_pointer
                 and p.direction == "in"
-                and not torch.equal(shared[p.name], private[p.name])
+                and not same_bits(shared[p.name], private[p.name])
             ):
                 return Verdict.INPUT_MODIFIED, f"solve modified the input {p.name}", [], None
         expected = dict(private)

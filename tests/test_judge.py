@@ -224,6 +224,59 @@ def test_older_public_challenge_with_declarative_specs_runs_unchanged(tmp_path):
     assert report["challenge"] == "1 Vector Scale"
 
 
+NAN_INPUT_CHALLENGE = """
+import ctypes
+import torch
+from core.challenge_base import ChallengeBase
+
+
+class Challenge(ChallengeBase):
+    def __init__(self):
+        super().__init__(name="Scale Without NaN", atol=1e-5, rtol=1e-5, num_gpus=1,
+                         access_tier="free")
+
+    def reference_impl(self, x, y, N):
+        y.copy_(torch.nan_to_num(x, nan=0.0) * 3.0)
+
+    def get_solve_signature(self):
+        return {"x": (ctypes.POINTER(ctypes.c_float), "in"),
+                "y": (ctypes.POINTER(ctypes.c_float), "out"),
+                "N": (ctypes.c_int, "in")}
+
+    def case(self):
+        x = torch.tensor([0.0, float("nan"), -2.0, float("nan")], device=self.device)
+        return {"x": x, "y": torch.empty(4, device=self.device), "N": 4}
+
+    def generate_example_test(self):
+        return self.case()
+
+    def generate_functional_test(self):
+        return [self.case()]
+
+    def generate_performance_test(self):
+        return self.case()
+"""
+
+
+@pytest.mark.parametrize(
+    "body, verdict",
+    [
+        ("torch.mul(torch.nan_to_num(x, nan=0.0), 3.0, out=y)", "PASS"),
+        # the same values, one bit changed: 0.0 overwritten with -0.0
+        ("torch.mul(torch.nan_to_num(x, nan=0.0), 3.0, out=y)\n    x[0] = -0.0", "INPUT MODIFIED"),
+    ],
+)
+def test_inputs_are_compared_bit_by_bit(tmp_path, body, verdict):
+    folder = tmp_path / "challenges" / "easy" / "2_scale_without_nan"
+    folder.mkdir(parents=True)
+    (folder / "challenge.py").write_text(NAN_INPUT_CHALLENGE)
+    solution = tmp_path / "scale.py"
+    solution.write_text(f"import torch\n\n\ndef solve(x, y, N):\n    {body}\n")
+    code, report, output = judge(folder, "--device", "cpu", "--solution", solution)
+    assert [t["verdict"] for t in report["tests"]] == [verdict], output
+    assert code == (0 if verdict == "PASS" else 1)
+
+
 class TestCudaBuildVerdicts:
     params = parse_signature(
         load_challenge(

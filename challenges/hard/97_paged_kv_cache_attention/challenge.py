@@ -258,7 +258,7 @@ class Challenge(ChallengeBase):
         V_cache = torch.randn(cache_shape)
         if layout == "poisoned_pool":  # inf in every block no sequence owns and in the slots
             # of each last block past seq_len: a kernel that reads one into its sums gets inf or
-            # NaN (inf, not NaN: the judge checks inputs for bit-identity, and NaN != NaN)
+            # NaN in its output
             unused = torch.ones(num_blocks, dtype=torch.bool)
             unused[table[table >= 0].long()] = False
             K_cache[unused] = float("inf")
