@@ -6,7 +6,8 @@ kernel that does nothing but read as many bytes. One read kernel is not such a f
 H200 (scripts/benchmark.py) the 96 CUDA editorial beat torch's row sum of the same bytes by
 1.6%, and by 4% at 4K tokens. So the floor is the best of:
 
-- "torch row sum": ``buffer.sum(dim=1)`` over rows of 64 KiB, one kernel;
+- "torch row sum": ``buffer.sum(dim=1)`` over rows of 64 KiB, one kernel (a sum to one
+  scalar adds a memset and a second launch, whose host latency would land inside its span);
 - "CUDA float4 one-wave read": ``floor_read.cu``, one wave of resident blocks, 16-byte
   streaming loads (``__ldcs``), four in flight per thread (built with nvcc, like a CUDA
   submission);

@@ -106,6 +106,15 @@ def _shared_pool(device: str):
     return torch.cuda.MemPool()
 
 
+def bytes_moved(challenge, kwargs: Dict[str, object], params) -> int:
+    """Bytes one call of ``solve`` must move: the challenge's ``get_bytes_moved(**kwargs)``
+    when it has one, else every tensor argument of ``params`` read or written once."""
+    custom = getattr(challenge, "get_bytes_moved", None)
+    if callable(custom):
+        return int(custom(**kwargs))
+    return sum(kwargs[p.name].nbytes for p in params if p.is_pointer)
+
+
 def describe_sizes(kwargs: Dict[str, object]) -> Dict[str, object]:
     """Scalars as they are, tensors as 'shape dtype' strings."""
     return {
@@ -437,9 +446,5 @@ class Session:
         return result
 
     def bytes_moved(self, kwargs: Dict[str, object]) -> int:
-        """Bytes a call must move: the challenge's ``get_bytes_moved(**kwargs)`` when it has
-        one, else every tensor argument read or written once."""
-        custom = getattr(self.challenge, "get_bytes_moved", None)
-        if callable(custom):
-            return int(custom(**kwargs))
-        return sum(kwargs[p.name].nbytes for p in self.params if p.is_pointer)
+        """Bytes a call must move (``bytes_moved``)."""
+        return bytes_moved(self.challenge, kwargs, self.params)

@@ -255,17 +255,6 @@ def escaped_work(timing: Timing, empty_tail_ms: float) -> Optional[str]:
     return None
 
 
-def streaming_read(nbytes: int) -> Callable[[], None]:
-    """A call that reads ``nbytes`` (rounded up to 64 KiB) of float32 once, in one kernel:
-    torch's row sum over rows of 64 KiB (judge.floor's first read kernel). A plain
-    ``torch.sum`` to one scalar adds a memset and a second launch, whose host latency would
-    land inside its GPU span."""
-    from judge.floor import read_buffer
-
-    buffer = read_buffer(nbytes)
-    return lambda: buffer.sum(dim=1)
-
-
 @dataclass(frozen=True)
 class ReadFloor:
     """The device's streaming-read floor: the fastest of judge.floor's read kernels.

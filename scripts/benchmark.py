@@ -64,6 +64,7 @@ from bench_report import (  # noqa: E402
 from judge.challenges import REPO_ROOT, find_challenge, load_challenge  # noqa: E402
 from judge.floor import hbm_peak_gbps, read_kernels  # noqa: E402
 from judge.languages import LANGUAGES, detect_language  # noqa: E402
+from judge.session import bytes_moved  # noqa: E402  (as the judge counts them)
 from judge.signature import parse_signature  # noqa: E402
 from judge.timing import CACHE_DIR, time_calls  # noqa: E402
 
@@ -118,15 +119,6 @@ def failure(exc: Exception) -> str:
     lines = str(exc).strip().splitlines()
     text = f"error: {type(exc).__name__}" + (f": {lines[0][:160]}" if lines else "")
     return text.replace("|", "/")
-
-
-def bytes_moved(challenge, kwargs, params) -> int:
-    """Bytes one call must move, as the judge counts them (judge/session.py): the challenge's
-    ``get_bytes_moved(**kwargs)`` where it has one, else every tensor argument once."""
-    custom = getattr(challenge, "get_bytes_moved", None)
-    if callable(custom):
-        return int(custom(**kwargs))
-    return sum(kwargs[p.name].nbytes for p in params if p.is_pointer)
 
 
 def copies(nbytes: int) -> int:
