@@ -92,11 +92,14 @@ class JudgeProcess:
     Args:
         visible_devices: its ``CUDA_VISIBLE_DEVICES`` ("" for none).
         log_path: the file its own stdout and stderr go to.
+        stopping: set when the batch stops; a judge process that ended because it was
+            interrupted is then not replaced.
     """
 
-    def __init__(self, visible_devices: str, log_path: Path):
+    def __init__(self, visible_devices: str, log_path: Path, stopping: threading.Event):
         self.visible_devices = visible_devices
         self.log_path = log_path
+        self.stopping = stopping
         self._start()
 
     def _start(self):
@@ -118,7 +121,11 @@ class JudgeProcess:
         except (EOFError, OSError):
             self.process.join(timeout=10)
             code = self.process.exitcode
-            self._start()
+            # Exit code 0: it returned, which it does only when interrupted. A Ctrl-C reaches
+            # the whole process group, so the batch is stopping too; a replacement started
+            # now would be cut off while it starts and print a traceback into the display.
+            if not (code == 0 and self.stopping.wait(timeout=5)):
+                self._start()
             return {
                 "id": task["id"],
                 "kind": "error",
@@ -150,12 +157,12 @@ def run_local(tasks: List[dict], device: str, jobs: Optional[int], log_path: Pat
     One thread per judge process hands it the next task, so a slow submission holds only
     its own GPU. Closing the generator early (Ctrl-C) stops every judge process.
     """
-    judges = [JudgeProcess(v, log_path) for v in local_slots(device, jobs)[: len(tasks)]]
+    stop = threading.Event()
+    judges = [JudgeProcess(v, log_path, stop) for v in local_slots(device, jobs)[: len(tasks)]]
     todo: "queue.Queue[dict]" = queue.Queue()
     for task in tasks:
         todo.put(task)
     done: "queue.Queue[dict]" = queue.Queue()
-    stop = threading.Event()
 
     def drive(judge: JudgeProcess):
         while not stop.is_set():
