@@ -3,6 +3,7 @@ lines, a killed batch resumed without redoing finished work, and a small batch o
 cluster. Small "run" actions keep the CPU cost low."""
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -241,3 +242,60 @@ def test_progress_is_live_only_on_a_terminal():
         on_sample(1)
         on_sample(2)
     assert "timing: 2 samples" in live.file.getvalue()
+
+
+# -- scripts/batch_vs_single.py, the release check -----------------------------------------
+
+_check_spec = importlib.util.spec_from_file_location(
+    "batch_vs_single", REPO_ROOT / "scripts" / "batch_vs_single.py"
+)
+release_check = importlib.util.module_from_spec(_check_spec)
+_check_spec.loader.exec_module(release_check)
+
+
+def test_release_check_lists_each_fixture_under_its_challenge():
+    entries = release_check.submissions([95, 96], fixtures=True)
+    challenge = {Path(e["solution"]).name: e["challenge"] for e in entries if "fixtures" in e["id"]}
+    # tests/fixtures/README.md: these name 95 in their docstrings, the rest are for 96
+    for name in ("tf32_rounding.pytorch.py", "tf32_dot.triton.py", "gqa_modulo.pytorch.py"):
+        assert challenge[name] == 95
+    assert challenge["hangs.cu"] == challenge["wrong_result.mojo"] == 96
+    assert "README.md" not in challenge and "int8_attention.cuh" not in challenge
+    solutions_95 = sorted(
+        p.name for p in (REPO_ROOT / "solutions" / "95_decode_phase_attention").iterdir()
+    )
+    listed_95 = sorted(
+        Path(e["solution"]).name for e in entries if e["id"].startswith("solutions/95")
+    )
+    assert listed_95 == solutions_95
+    assert [e["challenge"] for e in entries] == sorted(e["challenge"] for e in entries)
+    only_96 = release_check.submissions([96], fixtures=True)
+    assert only_96 and all(e["challenge"] == 96 for e in only_96)
+
+
+def test_release_check_names_the_test_whose_verdict_differs():
+    def report(all_negative):
+        tests = [{"name": "cache_len_1_mqa", "verdict": "WRONG ANSWER"}]
+        tests.append({"name": "all_negative_values", "verdict": all_negative})
+        return {"build_error": None, "tests": tests, "performance": {"verdict": "PASS"}}
+
+    batch, single = release_check.verdict_key(report("WRONG ANSWER")), release_check.verdict_key(
+        report("PASS")
+    )
+    assert batch != single
+    assert release_check.differences(batch, single) == ["all_negative_values: WRONG ANSWER / PASS"]
+    assert release_check.verdict_key({"error": "no such file", "exit_code": 2}) == ("error", 2)
+    assert release_check.verdict_key(None) is None
+
+
+def test_release_check_judges_single_submits_with_the_batch_seeds(tmp_path):
+    argv = ["--challenges", "96", "--select", "no_write.pytorch.py", "--device", "cpu"]
+    assert release_check.main(argv + ["--out", str(tmp_path)]) == 0
+    (batch_line,) = read_lines(tmp_path / "batch.jsonl")
+    single = json.loads(
+        (tmp_path / "single" / "tests__fixtures__no_write.pytorch.py.json").read_text()
+    )
+    assert single["seed"] == batch_line["seed"]
+    assert verdicts(single) == verdicts(batch_line)
+    assert set(verdicts(single)[1].values()) == {"WRONG ANSWER"}
+    assert release_check.main(argv + ["--select", "nothing.py", "--out", str(tmp_path)]) == 2
