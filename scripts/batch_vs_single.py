@@ -193,6 +193,7 @@ def main(argv=None) -> int:
     options = list(map(str, options))
     spec = out / "spec.jsonl"
     spec.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    (out / "batch.jsonl").unlink(missing_ok=True)  # a batch resumes from its JSONL: start anew
 
     console.print(f"batch of {len(entries)} submissions ...")
     batch_wall = run_batch(spec, out / "batch.jsonl", options + ["--db", str(out / "batch.sqlite")])
