@@ -87,6 +87,7 @@ def verdict_key(report: Optional[dict]):
 
 
 def shown_verdicts(key) -> str:
+    """A verdict key (``verdict_key``) in the table: its distinct verdicts, comma-separated."""
     if key is None:
         return "-"
     if key[0] == "error":
@@ -112,41 +113,45 @@ def differences(batch_key, single_key) -> List[str]:
     return lines
 
 
-def judge_command(*args) -> List[str]:
+def judge_command(*args: object) -> List[str]:
+    """``python run_challenge.py ARGS...``, every argument as a string."""
     return [sys.executable, str(REPO / "run_challenge.py"), *map(str, args)]
 
 
-def run_batch(spec: Path, out: Path, options: List[str]) -> float:
+def timed_run(command: List[str], display: Path) -> float:
+    """Run one judge command from the repository, its output to ``display``, nothing on its
+    stdin; returns its wall time in s."""
+    started = time.perf_counter()
+    with open(display, "w") as sink:
+        subprocess.run(
+            command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO
+        )
+    return time.perf_counter() - started
+
+
+def run_batch(spec: Path, out: Path, options: List[object]) -> float:
     """Judge the SPEC as one batch; returns its wall time in s. Its display goes to
     ``<out>.display``."""
-    started = time.perf_counter()
-    with open(f"{out}.display", "w") as display:
-        subprocess.run(
-            judge_command("batch", spec, "--out", out, "--rerun", *options),
-            stdout=display,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-    return time.perf_counter() - started
+    command = judge_command("batch", spec, "--out", out, "--rerun", *options)
+    return timed_run(command, Path(f"{out}.display"))
 
 
-def run_single(entry: dict, seed: Optional[int], report: Path, options: List[str]) -> float:
-    """One submit in its own process, with the batch line's seed; returns its wall time in s."""
-    command = judge_command(entry["challenge"], "--action", "submit")
-    command += ["--solution", entry["solution"], "--json", report, *options]
-    if seed is not None:
-        command += ["--seed", seed]
-    started = time.perf_counter()
-    with open(report.with_suffix(".log"), "w") as display:
-        subprocess.run(
-            list(map(str, command)),
-            stdout=display,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-    return time.perf_counter() - started
+def run_single(entry: dict, seed: Optional[int], report: Path, options: List[object]) -> float:
+    """One submit in its own process, with the batch line's seed; returns its wall time in s.
+    Its display goes beside ``report``, as ``.log``."""
+    seeded = ["--seed", seed] if seed is not None else []
+    command = judge_command(
+        entry["challenge"],
+        "--action",
+        "submit",
+        "--solution",
+        entry["solution"],
+        "--json",
+        report,
+        *options,
+        *seeded,
+    )
+    return timed_run(command, report.with_suffix(".log"))
 
 
 def parse_args(argv):
@@ -190,7 +195,6 @@ def main(argv=None) -> int:
     options = ["--budget", args.budget]
     options += ["--timeout", args.timeout] if args.timeout is not None else []
     options += ["--device", args.device] if args.device else []
-    options = list(map(str, options))
     spec = out / "spec.jsonl"
     spec.write_text("".join(json.dumps(e) + "\n" for e in entries))
     (out / "batch.jsonl").unlink(missing_ok=True)  # a batch resumes from its JSONL: start anew
