@@ -215,8 +215,8 @@ def test_cuda_solutions_build_for_hopper_without_spills(name, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cpu_model(tmp_path_factory):
-    """The CUDA editorial's kernel built for the CPU model: its C entry point through ctypes."""
+def cpu_model_library(tmp_path_factory):
+    """The CUDA editorial's kernel and launch plan built for the CPU model, through ctypes."""
     if shutil.which("g++") is None or not sys.platform.startswith("linux"):
         pytest.skip("the CPU model needs g++ and glibc's ucontext")
     library = tmp_path_factory.mktemp("mla_cpu_model") / "mla_cpu_model.so"
@@ -227,7 +227,14 @@ def cpu_model(tmp_path_factory):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    run = ctypes.CDLL(str(library)).mla_cpu_model
+    return ctypes.CDLL(str(library))
+
+
+@pytest.fixture(scope="module")
+def cpu_model(cpu_model_library):
+    """The kernel's C entry point: runs a whole launch, returns its splits (-1: a counter
+    left nonzero)."""
+    run = cpu_model_library.mla_cpu_model
     floats = ctypes.POINTER(ctypes.c_float)
     run.argtypes = [floats] * 5 + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int]
     run.restype = ctypes.c_int
@@ -246,6 +253,32 @@ MODEL_CASES = [
     (2, 1, 200, 64, 32, 0.125, 6, 1.0),  # one head, 3 splits of 5 tiles
     (1, 16, 512, 128, 32, 1 / math.sqrt(160), 8, 50.0),  # scores of a few hundred
 ]
+
+
+def wave_filling_splits(batch: int, tiles: int, resident: int) -> int:
+    """Chunks per sequence the editorial's plan should pick: the fewest (at most one per
+    tile) whose batch * chunks clusters fill their waves of ``resident`` to 90%, else the
+    fullest."""
+    fills = {s: batch * s / (resident * -(-batch * s // resident)) for s in range(1, tiles + 1)}
+    enough = [s for s, fill in fills.items() if fill >= 0.9]
+    return enough[0] if enough else max(fills, key=lambda s: (fills[s], -s))
+
+
+@pytest.mark.parametrize(
+    "batch, tiles, resident, splits",
+    [(16, 512, 30, 7), (16, 512, 32, 2), (1, 512, 30, 27), (64, 512, 30, 3), (4, 2, 30, 2)],
+)
+def test_the_plan_fills_the_waves_of_resident_clusters(
+    cpu_model_library, batch, tiles, resident, splits
+):
+    # (16, 512, 30): the performance shape on an H200's 30 clusters of four, where one chunk
+    # per sequence would leave 68 of 132 SMs idle: 7 chunks, 4 waves 93% full
+    split_count = cpu_model_library.mla_split_count
+    split_count.argtypes = [ctypes.c_int] * 3
+    assert split_count(batch, tiles, resident) == splits
+    assert wave_filling_splits(batch, tiles, resident) == splits
+    for other in range(1, 40):  # and the rule, against its oracle, around those shapes
+        assert split_count(other, tiles, resident) == wave_filling_splits(other, tiles, resident)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=lambda c: "x".join(map(str, c[:5])))
@@ -271,7 +304,7 @@ def test_cuda_editorial_kernel_on_the_cpu_model(cpu_model, case):
     )
     assert splits >= 1, "a merge counter was left nonzero"
     tiles = -(-cache_len // 16)  # the kernel's tiles of 16 tokens
-    per_split = -(-tiles // max(1, resident // batch))
+    per_split = -(-tiles // wave_filling_splits(batch, tiles, resident))
     assert splits == -(-tiles // per_split)
     expected = mla_decode_oracle(q_nope, q_pe, kv_c, k_pe, scale)
     assert np.isfinite(out).all()

@@ -1,6 +1,7 @@
 // The challenge-99 CUDA editorial's kernel, run on the CPU through the model in cuda_runtime.h:
-// a shared library with one C function that plans the launch as the editorial's solve does
-// (for a given number of resident clusters) and runs every cluster of the grid in turn.
+// a shared library with a C function that plans the launch as the editorial's solve does
+// (for a given number of resident clusters) and runs every cluster of the grid in turn, and
+// one that gives the plan's chunks per sequence alone.
 //
 //   g++ -std=c++17 -O2 -shared -fPIC -I tests/mla_cpu_model -o mla_cpu_model.so
 //     tests/mla_cpu_model/mla_cpu_model.cpp
@@ -31,4 +32,9 @@ extern "C" int mla_cpu_model(const float* q_nope, const float* q_pe, const float
     for (unsigned count : finished)
         if (count != 0) return -1;
     return p.splits;
+}
+
+// The chunks per sequence the launch plan picks (split_count), for tests of the rule alone.
+extern "C" int mla_split_count(int batch_size, int tiles, int resident_clusters) {
+    return split_count(batch_size, tiles, resident_clusters);
 }
