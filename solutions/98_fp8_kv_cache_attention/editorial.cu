@@ -17,9 +17,13 @@
 //    and cvt.rn.f16x2.e4m3x2 (cuda_fp8.h's __nv_cvt_fp8x2_to_halfraw2, one instruction per two
 //    bytes on sm_89+) makes MMA operands of the cache directly. The queries and the softmax
 //    weights are not exact in f16, so each is split into hi = f16(x) and lo = f16(x - hi)
-//    (22 significant bits, float32-like), and the packing puts hi in row h and lo in row h + 8
-//    of the MMA's 16 rows: one mma multiplies both, and row h plus row h + 8 is the product.
-//    A warp serves up to 8 query heads of one KV head (G = 4 fills rows 0-3 and 8-11).
+//    (22 significant bits, float32-like). In S = Q K^T the packing puts a query's hi in row h
+//    and its lo in row h + 8 of the MMA's 16 rows: one mma multiplies both, and row h plus row
+//    h + 8 is the product (a block serves up to 8 query heads of one KV head; G = 4 fills
+//    rows 0-3 and 8-11). The output is computed transposed, O^T = V^T P^T: 16 dims of the
+//    output per mma and 8 columns, 4 heads' hi weights and their lo weights, which leaves no
+//    padding at G = 4 and needs half the accumulators of O = P V (groups of more than 4 heads
+//    take two such column tiles).
 // 2. Scales, once. k_scale * log2(e) / sqrt(d) is folded into the query before the split, and
 //    each query row is scaled to a largest |element| of 2^15: inside f16's range (65504) for
 //    any input, with the lo halves of all but its tiniest elements clear of f16's subnormals.
@@ -29,35 +33,40 @@
 //    For S = Q K^T, k is head_dim: a lane loads 16 consecutive bytes of one key row, and the
 //    order of head_dim inside each 64-column chunk is permuted so that those bytes are exactly
 //    its B fragments for 4 k-steps; the query fragments use the same permutation (a dot product
-//    does not care about the order). For O = P V, k is the token: a lane loads 16 bytes of each
-//    of 4 value rows, and byte permutes (prmt) pair one column of two tokens per 16 bits before
-//    the conversion. P leaves the S accumulator already in the A layout of the second mma, as
-//    in FlashAttention-2.
+//    does not care about the order). For O^T = V^T P^T, k is the token: a lane loads 16 bytes
+//    of each of 4 value rows, and byte permutes (prmt) pair one column of two tokens per 16
+//    bits before the conversion, which are its A fragments. P leaves the S accumulator with
+//    each lane holding the weights of the tokens its B fragment needs; lanes take the hi or
+//    lo halves of their column's head from the lane 16 away with one shuffle per register.
 // 4. Split-KV in one kernel. batch * kv_heads = 32 groups cannot fill 132 SMs, so each group's
 //    tokens are cut into `splits` chunks: exactly one wave of resident blocks (from the
 //    occupancy API). Each block's warps take interleaved 16-token tiles with online softmaxes
 //    of their own, merged through shared memory; each block writes a normalized partial output
 //    and its log-sum-exp; the last block of a group to finish (an atomic counter) merges them.
-// 5. Online softmax in base 2 with lazy rescaling: the running max moves (and the 16 * VC
+// 5. Online softmax in base 2 with lazy rescaling: the running max moves (and the 8 * VC * NT
 //    accumulator tiles are rescaled) only when a tile's max exceeds it by more than 8, so
 //    weights p = 2^(s - m + 7) stay below 2^15, inside f16 and (but for negligible ones) clear
 //    of its subnormals.
-// 6. Loads in flight: each warp keeps its next two 4 KB tiles (16 tokens of K and V) landing
-//    in shared memory (cp.async, 16 B per lane, bypassing L1) while it computes on the third;
-//    each lane reads back only what it copied, so no barrier is needed. With 4 blocks of 4
-//    warps per SM that is 128 KB per SM in flight: HBM3e at ~4.8 TB/s and ~1 us of loaded
-//    latency needs ~36 KB.
+// 6. Loads in flight, in registers. Each warp holds three 4 KB tiles (16 tokens of K and V) as
+//    the 16-byte loads of its lanes (ld.global.cs: streaming, used once): while it computes on
+//    one, the others are landing, and a tile's registers are reloaded with the tile three on
+//    as soon as it is used. With one block of 8 warps per SM that is 96 KB per SM in flight;
+//    HBM3e at ~4.4 TB/s over 132 SMs and ~2 us of latency under that load needs ~66 KB.
+//    Measured on an H200 (performance test, scripts/benchmark.py's timing, % of the read
+//    floor): staging through shared memory with cp.async (3 stages, 128 KB per SM in flight)
+//    48%; one tile held in registers 78%; two tiles, 2 blocks of 4 warps per SM 82%; one block
+//    of 8 warps 85.7% with O = P V and two tiles, 85.3% with this kernel, which spills no
+//    register at any head_dim (O = P V with two tiles did above 128).
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
 
-constexpr int WARPS = 4;            // warps per block, each with its own stream of tiles
-constexpr int TILE = 16;            // tokens per warp-step: the k of the P V mma
-constexpr int MAX_HEADS = 8;        // query heads per block: MMA rows h (hi) and h + 8 (lo)
+constexpr int WARPS = 8;            // warps per block, each with its own stream of tiles
+constexpr int TILE = 16;            // tokens per warp-step: the k of the V^T P^T mma
+constexpr int MAX_HEADS = 8;        // query heads per block: S's MMA rows h (hi), h + 8 (lo)
 constexpr int WAVES = 1;            // blocks per resident block slot of the GPU
-constexpr int STAGES = 3;           // tiles per warp in shared memory: the one in use, 2 landing
 constexpr float Q_MAX = 32768.0f;   // a query row's largest |element| after scaling
 constexpr float RESCALE_AT = 8.0f;  // log2 units the tile max may pass the running max by
 constexpr float P_SHIFT = 7.0f;     // p = 2^(s - m + 7) < 2^(RESCALE_AT + P_SHIFT) = 2^15
@@ -104,92 +113,52 @@ __device__ __forceinline__ uint32_t word(uint4 x, int i) {
     return i == 0 ? x.x : i == 1 ? x.y : i == 2 ? x.z : x.w;
 }
 
-// cp.async of 16 bytes of a cache row (8 + 8 when rows are only 8-byte aligned): the bytes at
-// or past `remaining` (what is left of the row) arrive as zeros, read from nowhere (src-size
-// 0; the address is then `safe`, a row that exists). .cg: streaming data skips L1.
+// 16 bytes of a cache row (8 + 8 when rows are only 8-byte aligned), streaming: the bytes at
+// or past `remaining` (what is left of the row) are zeros, read from nowhere
 template <bool VEC16>
-__device__ __forceinline__ void copy16(uint4* dst, const uint8_t* src, int remaining,
-                                       const uint8_t* safe) {
-    const unsigned to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+__device__ __forceinline__ uint4 load16(const uint8_t* src, int remaining) {
     if constexpr (VEC16) {
-        const uint8_t* from = remaining > 0 ? src : safe;
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from),
-                     "r"(remaining > 0 ? 16 : 0));
+        return remaining > 0 ? __ldcs(reinterpret_cast<const uint4*>(src)) : make_uint4(0, 0, 0, 0);
     } else {
-        const uint8_t* lo = remaining > 0 ? src : safe;
-        const uint8_t* hi = remaining > 8 ? src + 8 : safe;
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(to), "l"(lo),
-                     "r"(remaining > 0 ? 8 : 0));
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(to + 8), "l"(hi),
-                     "r"(remaining > 8 ? 8 : 0));
+        const uint2 zero = make_uint2(0, 0);
+        const uint2 lo = remaining > 0 ? __ldcs(reinterpret_cast<const uint2*>(src)) : zero;
+        const uint2 hi = remaining > 8 ? __ldcs(reinterpret_cast<const uint2*>(src + 8)) : zero;
+        return make_uint4(lo.x, lo.y, hi.x, hi.y);
     }
-}
-
-__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int PENDING>  // wait until at most PENDING of this thread's copy groups are in flight
-__device__ __forceinline__ void wait_copies() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING));
 }
 
 // One warp's 16-token tile, as 16-byte chunks per lane. Lane (g, t) = (lane / 4, lane % 4)
 // holds key rows base + g and base + 8 + g, bytes [64c + 16t, +16) of each 64-column chunk
 // c < KC (its B fragments of S = Q K^T), and value rows base + 2t + {0, 1, 8, 9}, bytes
-// [128c + 16g, +16) of each 128-column chunk c < VC (its B fragments of O = P V). In shared
-// memory chunk i of lane l is at [i][l]: each lane reads back what it copied itself, so its
-// own cp.async.wait_group is all the synchronization a stage needs.
+// [128c + 16g, +16) of each 128-column chunk c < VC (its A fragments of O^T = V^T P^T).
 template <int KC, int VC>
 struct Tile {
-    static constexpr int CHUNKS = 2 * KC + 4 * VC;
     uint4 k[2][KC];
     uint4 v[4][VC];
 
     // k_at: key row base + g at column 16t; v_at: value row base + 2t at column 16g;
-    // rows_left: t_end - base (rows at or past it arrive as zeros); k_safe, v_safe: row 0
+    // rows_left: t_end - base (the rows at or past it, all of them when it is <= 0, are zeros)
     template <bool VEC16>
-    __device__ static void copy(uint4 (*stage)[32], const uint8_t* k_at, const uint8_t* v_at,
-                                int rows_left, int head_dim, int g, int t, int lane,
-                                const uint8_t* k_safe, const uint8_t* v_safe) {
+    __device__ void load(const uint8_t* k_at, const uint8_t* v_at, int rows_left, int head_dim,
+                         int g, int t) {
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
             const bool row_ok = 8 * j + g < rows_left;
 #pragma unroll
-            for (int c = 0; c < KC; ++c) {
-                const int remaining = row_ok ? head_dim - 64 * c - 16 * t : 0;
-                copy16<VEC16>(&stage[j * KC + c][lane], k_at + (size_t)(8 * j) * head_dim + 64 * c,
-                              remaining, k_safe);
-            }
+            for (int c = 0; c < KC; ++c)
+                k[j][c] = load16<VEC16>(k_at + (size_t)(8 * j) * head_dim + 64 * c,
+                                        row_ok ? head_dim - 64 * c - 16 * t : 0);
         }
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
             const int dr = (r & 1) + 8 * (r >> 1);
             const bool row_ok = 2 * t + dr < rows_left;
 #pragma unroll
-            for (int c = 0; c < VC; ++c) {
-                const int remaining = row_ok ? head_dim - 128 * c - 16 * g : 0;
-                copy16<VEC16>(&stage[2 * KC + r * VC + c][lane],
-                              v_at + (size_t)dr * head_dim + 128 * c, remaining, v_safe);
-            }
+            for (int c = 0; c < VC; ++c)
+                v[r][c] = load16<VEC16>(v_at + (size_t)dr * head_dim + 128 * c,
+                                        row_ok ? head_dim - 128 * c - 16 * g : 0);
         }
     }
-
-    __device__ void read(const uint4 (*stage)[32], int lane) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j)
-#pragma unroll
-            for (int c = 0; c < KC; ++c) k[j][c] = stage[j * KC + c][lane];
-#pragma unroll
-        for (int r = 0; r < 4; ++r)
-#pragma unroll
-            for (int c = 0; c < VC; ++c) v[r][c] = stage[2 * KC + r * VC + c][lane];
-    }
-};
-
-// Dynamic shared memory of a block: each warp's STAGES tiles, then the query fragments.
-template <int KC, int VC>
-struct Smem {
-    static constexpr size_t TILES = (size_t)WARPS * STAGES * Tile<KC, VC>::CHUNKS * 32 * 16;
-    static constexpr size_t BYTES = TILES + (size_t)4 * KC * 32 * 16;
 };
 
 // Shared-memory row of a warp's merged output: dim d at d + d / 32, rows 4 banks apart, so
@@ -200,10 +169,17 @@ struct OutRow {
     __device__ static int at(int d) { return d + (d >> 5); }
 };
 
+// Dynamic shared memory of a block: the warps' outputs for the merge, then the query fragments.
+template <int KC, int VC>
+struct Smem {
+    static constexpr size_t OUTPUTS = sizeof(float) * WARPS * MAX_HEADS * OutRow<VC>::STRIDE;
+    static constexpr size_t BYTES = OUTPUTS + (size_t)4 * KC * 32 * 16;
+};
+
 // One block: query heads [h0, h0 + heads_here) of kv_head and batch blockIdx.z, tokens
 // [t_begin, t_end) of their cache. KC 64-column chunks of a key row, VC 128-column chunks of a
 // value row (head_dim <= 64 * KC <= 128 * VC).
-template <int KC, int VC, bool VEC16, int MIN_BLOCKS>
+template <int KC, int VC, int NT, bool VEC16, int MIN_BLOCKS>
 __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
     fp8_decode_kernel(const float* __restrict__ Q, const uint8_t* __restrict__ K,
                       const uint8_t* __restrict__ V, const float* __restrict__ k_scale,
@@ -215,8 +191,8 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
     constexpr int STEP = WARPS * TILE;  // tokens per block iteration
     const int split = blockIdx.x;
     const int kv_head = blockIdx.y / head_groups;
-    const int h0 = kv_head * group + (blockIdx.y % head_groups) * MAX_HEADS;
-    const int heads_here = min(MAX_HEADS, kv_head * group + group - h0);
+    const int h0 = kv_head * group + (blockIdx.y % head_groups) * (4 * NT);
+    const int heads_here = min(4 * NT, kv_head * group + group - h0);
     const int batch = blockIdx.z;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;  // the mma fragments' groupID and threadID_in_group
@@ -233,20 +209,15 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
     const size_t advance = (size_t)STEP * head_dim;  // bytes from one tile of a warp to its next
 
     extern __shared__ uint4 smem[];
-    constexpr int CHUNKS = Tile<KC, VC>::CHUNKS;
-    uint4(*stages)[CHUNKS][32] = reinterpret_cast<uint4(*)[CHUNKS][32]>(smem) + warp * STAGES;
-    uint4(*s_qfrag)[32] = reinterpret_cast<uint4(*)[32]>(smem + Smem<KC, VC>::TILES / 16);
+    uint4(*s_qfrag)[32] = reinterpret_cast<uint4(*)[32]>(smem + Smem<KC, VC>::OUTPUTS / 16);
 
-    // the first STAGES - 1 tiles start landing while the query fragments are built (a group
-    // is committed for every stage, empty or not, so that the counts of wait_group hold)
+    // the warp's first HELD tiles start landing while the query fragments are built
+    constexpr int HELD = VC == 1 ? 3 : 1;  // tiles a warp holds (two 8 KB ones would spill)
+    Tile<KC, VC> tiles_held[HELD];
 #pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) {
-        if (i < tiles)
-            Tile<KC, VC>::template copy<VEC16>(stages[i], k_at + i * advance, v_at + i * advance,
-                                               t_end - first - i * STEP, head_dim, g, t, lane,
-                                               k_rows, v_rows);
-        commit_copies();
-    }
+    for (int i = 0; i < HELD; ++i)
+        tiles_held[i].template load<VEC16>(k_at + i * advance, v_at + i * advance,
+                                           t_end - first - i * STEP, head_dim, g, t);
 
     // Query fragments (A of S = Q K^T), the same for every warp: built once by warp 0. Lane
     // (g, t) holds head h0 + g at columns 64c + 16t + [0, 16): k-step 4c + s takes columns
@@ -283,23 +254,23 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
     const float row_scale = s_row_scale[g];  // multiplies each score of head h0 + g
 
     // the warp's online softmax for head h0 + g: running max m (base 2), this lane's share of
-    // the running sum l, and O's accumulator tiles (rows g: hi weights, g + 8: lo weights)
+    // the running sum l, and its share of the O^T accumulator tiles
     float m = -INFINITY, l = 0.0f;
-    float o[16 * VC][4];
+    float o[VC][4][2][NT][4];  // O^T tiles: [c][w][q][nt], see the V^T P^T step below
 #pragma unroll
-    for (int i = 0; i < 16 * VC; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    for (int c = 0; c < VC; ++c)
+#pragma unroll
+        for (int w = 0; w < 4; ++w)
+#pragma unroll
+            for (int q = 0; q < 2; ++q)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) o[c][w][q][nt][r] = 0.0f;
 
-    for (int i = 0; i < tiles; ++i) {
+    // one tile of the warp's stream: tile i, base its first token
+    const auto attend = [&](const Tile<KC, VC>& tile, int i) {
         const int base = first + i * STEP;
-        const int ahead = i + STAGES - 1;  // the tile to start now, into the stage read last
-        if (ahead < tiles)
-            Tile<KC, VC>::template copy<VEC16>(stages[ahead % STAGES], k_at + ahead * advance,
-                                               v_at + ahead * advance, t_end - first - ahead * STEP,
-                                               head_dim, g, t, lane, k_rows, v_rows);
-        commit_copies();
-        wait_copies<STAGES - 1>();  // tile i has landed
-        Tile<KC, VC> tile;
-        tile.read(stages[i % STAGES], lane);
 
         // S = Q K^T for tokens base + 8j + n (n-tile j, column n); s[j][0, 1] hi rows,
         // s[j][2, 3] lo rows, columns 2t and 2t + 1
@@ -333,15 +304,29 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
             const float m_new = fmaxf(m, tile_max);
             const float rescale = exp2f(m - m_new);  // 0 on the first tile
             l *= rescale;
+            // this lane's O^T columns are heads 4nt + (2t + e) % 4: their factors come from
+            // lanes (head, 0), where m is that head's
+            float factor[NT][2];
 #pragma unroll
-            for (int i = 0; i < 16 * VC; ++i)
+            for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-                for (int r = 0; r < 4; ++r) o[i][r] *= rescale;
+                for (int e = 0; e < 2; ++e)
+                    factor[nt][e] =
+                        __shfl_sync(0xffffffff, rescale, 4 * (4 * nt + ((2 * t + e) & 3)));
+#pragma unroll
+            for (int c = 0; c < VC; ++c)
+#pragma unroll
+                for (int w = 0; w < 4; ++w)
+#pragma unroll
+                    for (int q = 0; q < 2; ++q)
+#pragma unroll
+                        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                            for (int r = 0; r < 4; ++r) o[c][w][q][nt][r] *= factor[nt][r & 1];
             m = m_new;
         }
 
-        // weights as the A fragments of O = P V: k = 2t + e is token base + 2t + e (j = 0),
-        // k = 2t + 8 + e token base + 8 + 2t + e (j = 1); hi in row g, lo in row g + 8
+        // weights of head h0 + g for tokens base + 2t + e (j = 0) and base + 8 + 2t + e (j = 1)
         const float m_ref = m - P_SHIFT;
         float p[2][2];
 #pragma unroll
@@ -351,13 +336,35 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
                 p[j][e] = exp2f(score[j][e] - m_ref);
                 l += p[j][e];
             }
-        uint4 pa;
-        split_f16x2(p[0][0], p[0][1], pa.x, pa.y);
-        split_f16x2(p[1][0], p[1][1], pa.z, pa.w);
+        uint32_t hi01, lo01, hi89, lo89;  // tokens 2t, 2t+1 and 2t+8, 2t+9, as f16x2
+        split_f16x2(p[0][0], p[0][1], hi01, lo01);
+        split_f16x2(p[1][0], p[1][1], hi89, lo89);
 
-        // O += P V: n-tile 16c + i covers columns 128c + 16n + i (n = 0..7); lane (g, t) has
-        // those of n = g in byte i of its 16 bytes of value rows 2t, 2t+1 (k = 2t, 2t+1) and
-        // 2t+8, 2t+9 (k = 2t+8, 2t+9). A byte permute pairs two rows' byte i per 16 bits.
+        // O^T += V^T P^T, so that the 16 rows of an mma are 16 dims of the output and its 8
+        // columns 4 heads' hi and lo weights: none of it is padding when G = 4, and the
+        // accumulators are half those of O = P V with hi and lo weights in rows h and h + 8.
+        // B = P^T: column n of n-tile nt is head 4nt + n % 4, its hi (n < 4) or lo weights;
+        // lane (g, t) takes them for tokens 2t, 2t+1, 2t+8, 2t+9 from lane (4nt + g % 4, t),
+        // which holds them: itself or the lane 16 away.
+        uint32_t pb[NT][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const int from = 4 * (4 * nt + (g & 3)) + t;
+            const bool lo = g >= 4;
+            // a lane that is not its own source is in the other half: the lo lanes of n-tile
+            // 0 get lo weights, the hi lanes of n-tile 1 hi weights
+            const uint32_t got01 = __shfl_sync(0xffffffff, nt == 0 ? lo01 : hi01, from);
+            const uint32_t got89 = __shfl_sync(0xffffffff, nt == 0 ? lo89 : hi89, from);
+            const bool own = (g >> 2) == nt;
+            pb[nt][0] = own ? (lo ? lo01 : hi01) : got01;
+            pb[nt][1] = own ? (lo ? lo89 : hi89) : got89;
+        }
+
+        // A = V^T: lane (g, t) has dims 128c + 16g + 4w + i in byte i of word w of its 16 bytes
+        // of value rows 2t, 2t+1 (k = 2t, 2t+1) and 2t+8, 2t+9 (k = 2t+8, 2t+9); a byte permute
+        // pairs two rows' byte i per 16 bits. Tile [c][w][q] takes dims 128c + 16g + 4w + q
+        // (row g) and + 2 (row g + 8): c0, c1 of its accumulator are the first dim for columns
+        // 2t, 2t + 1, c2, c3 the second.
 #pragma unroll
         for (int c = 0; c < VC; ++c)
 #pragma unroll
@@ -370,33 +377,53 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
                 e4m3x4_to_f16x2(__byte_perm(r8, r9, 0x5140), b89[0], b89[1]);
                 e4m3x4_to_f16x2(__byte_perm(r8, r9, 0x7362), b89[2], b89[3]);
 #pragma unroll
-                for (int i = 0; i < 4; ++i) mma_16x8x16(o[16 * c + 4 * w + i], pa, b01[i], b89[i]);
+                for (int q = 0; q < 2; ++q) {
+                    const uint4 va = make_uint4(b01[q], b01[q + 2], b89[q], b89[q + 2]);
+#pragma unroll
+                    for (int nt = 0; nt < NT; ++nt)
+                        mma_16x8x16(o[c][w][q][nt], va, pb[nt][0], pb[nt][1]);
+                }
             }
-    }
+    };
+    // the tiles held take turns, each reloaded with the tile HELD on once it is used (in
+    // place: a copy of a tile would wait for its loads to land)
+    for (int i = 0; i < tiles; i += HELD)
+#pragma unroll
+        for (int h = 0; h < HELD; ++h) {
+            if (i + h >= tiles) break;
+            attend(tiles_held[h], i + h);
+            const int next = i + h + HELD;
+            tiles_held[h].template load<VEC16>(k_at + next * advance, v_at + next * advance,
+                                               t_end - first - next * STEP, head_dim, g, t);
+        }
 
     // merge the block's WARPS softmax states through shared memory
     l += __shfl_xor_sync(0xffffffff, l, 1);
     l += __shfl_xor_sync(0xffffffff, l, 2);
     __shared__ float s_m[WARPS][MAX_HEADS], s_l[WARPS][MAX_HEADS];
-    // the outputs go where the tiles were: every warp must be past its last read of them
-    wait_copies<0>();  // (only empty groups are left: the loop waited for every tile)
-    static_assert(sizeof(float) * WARPS * MAX_HEADS * OutRow<VC>::STRIDE <= Smem<KC, VC>::TILES);
     float (*s_o)[MAX_HEADS][OutRow<VC>::STRIDE] =
         reinterpret_cast<float (*)[MAX_HEADS][OutRow<VC>::STRIDE]>(smem);
-    __syncthreads();
     if (t == 0) {
         s_m[warp][g] = m;
         s_l[warp][g] = l;
     }
+    // column 2t + e (t < 2) is head 4nt + 2t + e's hi part, column 2t + e + 4 (lane t + 2)
+    // its lo part
 #pragma unroll
     for (int c = 0; c < VC; ++c)
 #pragma unroll
-        for (int i = 0; i < 16; ++i)
+        for (int w = 0; w < 4; ++w)
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {  // row g (hi weights) + row g + 8 (lo weights)
-                const int d = 128 * c + 16 * (2 * t + e) + i;
-                s_o[warp][g][OutRow<VC>::at(d)] = o[16 * c + i][e] + o[16 * c + i][2 + e];
-            }
+            for (int q = 0; q < 2; ++q)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) {
+                        const float sum =
+                            o[c][w][q][nt][r] + __shfl_xor_sync(0xffffffff, o[c][w][q][nt][r], 2);
+                        const int d = 128 * c + 16 * g + 4 * w + q + 2 * (r >> 1);
+                        if (t < 2) s_o[warp][4 * nt + 2 * t + (r & 1)][OutRow<VC>::at(d)] = sum;
+                    }
     __syncthreads();
     const float out_scale = v_scale[kv_head];
     for (int i = threadIdx.x; i < heads_here * head_dim; i += WARPS * 32) {
@@ -481,21 +508,21 @@ static int resident_blocks(Kernel kernel, size_t smem) {
     return sms * per_sm;
 }
 
-template <int KC, int VC, bool VEC16>
+template <int KC, int VC, int NT, bool VEC16>
 static void launch(const float* Q, const uint8_t* K, const uint8_t* V, const float* k_scale,
                    const float* v_scale, float* output, int batch_size, int num_q_heads,
                    int num_kv_heads, int cache_len, int head_dim) {
-    // head_dim <= 128: at least 3 blocks per SM (registers capped at 168); nvcc 13 needs 120,
-    // so 4 blocks of 52 KB of shared memory each fit an H100's or H200's SM
-    constexpr int MIN_BLOCKS = VC == 1 ? 3 : 2;
-    const auto kernel = fp8_decode_kernel<KC, VC, VEC16, MIN_BLOCKS>;
+    // one block of 8 warps per SM: up to 255 registers (three tiles held take 96 of the 255
+    // that nvcc 13 gives the head_dim <= 128 kernel)
+    constexpr int MIN_BLOCKS = 1;
+    const auto kernel = fp8_decode_kernel<KC, VC, NT, VEC16, MIN_BLOCKS>;
     constexpr size_t smem = Smem<KC, VC>::BYTES;
     static const bool opted_in =  // more than the default 48 KB of dynamic shared memory
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) ==
         cudaSuccess;
     (void)opted_in;
     const int group = num_q_heads / num_kv_heads;
-    const int head_groups = (group + MAX_HEADS - 1) / MAX_HEADS;
+    const int head_groups = (group + 4 * NT - 1) / (4 * NT);
     const int base_blocks = batch_size * num_kv_heads * head_groups;
     // as many splits as fill WAVES full waves of resident blocks, never a partial extra wave
     static const int resident = resident_blocks(kernel, smem);
@@ -515,32 +542,32 @@ static void launch(const float* Q, const uint8_t* K, const uint8_t* V, const flo
                                        group, head_groups, tokens_per_split, splits);
 }
 
-template <bool VEC16>
+// NT: n-tiles of 4 query heads (hi and lo weights) per block, 2 for groups of more than 4
+template <int NT, bool VEC16>
 static void dispatch(const float* Q, const uint8_t* K, const uint8_t* V, const float* k_scale,
                      const float* v_scale, float* output, int batch_size, int num_q_heads,
                      int num_kv_heads, int cache_len, int head_dim) {
     if (head_dim <= 64)
-        launch<1, 1, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
-                            num_kv_heads, cache_len, head_dim);
+        launch<1, 1, NT, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
+                                num_kv_heads, cache_len, head_dim);
     else if (head_dim <= 128)
-        launch<2, 1, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
-                            num_kv_heads, cache_len, head_dim);
+        launch<2, 1, NT, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
+                                num_kv_heads, cache_len, head_dim);
     else if (head_dim <= 192)
-        launch<3, 2, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
-                            num_kv_heads, cache_len, head_dim);
+        launch<3, 2, NT, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
+                                num_kv_heads, cache_len, head_dim);
     else
-        launch<4, 2, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
-                            num_kv_heads, cache_len, head_dim);
+        launch<4, 2, NT, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
+                                num_kv_heads, cache_len, head_dim);
 }
 
 // Q, K_fp8, V_fp8, k_scale, v_scale, output are device pointers
 extern "C" void solve(const float* Q, const uint8_t* K_fp8, const uint8_t* V_fp8,
                       const float* k_scale, const float* v_scale, float* output, int batch_size,
                       int num_q_heads, int num_kv_heads, int cache_len, int head_dim) {
-    if (head_dim % 16 == 0)
-        dispatch<true>(Q, K_fp8, V_fp8, k_scale, v_scale, output, batch_size, num_q_heads,
-                       num_kv_heads, cache_len, head_dim);
-    else
-        dispatch<false>(Q, K_fp8, V_fp8, k_scale, v_scale, output, batch_size, num_q_heads,
-                        num_kv_heads, cache_len, head_dim);
+    const bool wide = num_q_heads / num_kv_heads > 4, vec16 = head_dim % 16 == 0;
+    const auto run = wide ? (vec16 ? dispatch<2, true> : dispatch<2, false>)
+                          : (vec16 ? dispatch<1, true> : dispatch<1, false>);
+    run(Q, K_fp8, V_fp8, k_scale, v_scale, output, batch_size, num_q_heads, num_kv_heads, cache_len,
+        head_dim);
 }
