@@ -25,8 +25,8 @@ Inside a segment. A program serves all query heads of its KV head (up to BLOCK_G
 packing: each K/V tile is loaded once for the whole group) over BLOCK_N-token tiles. A tile
 looks up each token's block in the block table (only for tokens below seq_len, so a -1 entry
 is never followed) and gathers the K and V rows of its KV head: head_dim contiguous floats of
-one block, which Triton loads 16 bytes at a time (cp.async into shared memory, two tiles
-ahead of the math for head_dim <= 128: ~64 KB in flight per program, two programs per SM).
+one block, which Triton loads 16 bytes at a time (cp.async into shared memory; 64-token tiles
+for head_dim <= 128, 32-token tiles for wider heads).
 Scores and the weighted sum of V are two matrix products on tensor cores in "tf32x3" (three
 TF32 products, float32 accuracy); the softmax runs in base 2 with q pre-scaled by log2(e) /
 sqrt(head_dim).
@@ -181,7 +181,6 @@ def paged_decode_kernel(
 
 
 BLOCK_G = 16  # query heads per tile; groups of more heads take several segments per KV head
-BLOCK_N = 32  # tokens per tile
 NUM_WARPS = 4
 CPU_PROGRAMS = 6  # the interpreter's grid: a few programs, so that segments are split and merged
 _counters = {}  # device -> int32 counters, zeroed once and reset by the kernel after each use
@@ -189,11 +188,18 @@ _resident = {}  # compiled kernel -> programs resident on the whole GPU at once
 _libcuda = None
 
 
+def block_n(block_d: int) -> int:
+    """Tokens per tile: 64 for head_dim <= 128, 32 for the 256-column tiles. On an H200, 64
+    tokens and 4 stages against 32 and 5 took the performance test from 56.1% to 57.4% of the
+    read floor (scripts/benchmark.py's timing)."""
+    return 64 if block_d <= 128 else 32
+
+
 def num_stages(block_d: int) -> int:
     """Software-pipeline depth. The tile loop's loads are indirect (block table, then K and V),
-    which costs the pipeliner stages: 5 keeps two K and V tiles in flight for head_dim <= 128
-    (86 KB of shared memory); the 256-column tiles get one (3 stages)."""
-    return 5 if block_d <= 128 else 3
+    which costs the pipeliner stages: 4 for the 64-token tiles of head_dim <= 128; the
+    256-column tiles get 3."""
+    return 4 if block_d <= 128 else 3
 
 
 def resident_programs(compiled, device) -> int:
@@ -254,7 +260,7 @@ def solve(
     meta = dict(
         BLOCK_B=max(16, triton.next_power_of_2(batch_size)),
         BLOCK_G=BLOCK_G,
-        BLOCK_N=BLOCK_N,
+        BLOCK_N=block_n(block_d),
         BLOCK_D=block_d,
         EVEN_D=block_d == head_dim,
         num_warps=NUM_WARPS,
