@@ -256,17 +256,9 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
     // the warp's online softmax for head h0 + g: running max m (base 2), this lane's share of
     // the running sum l, and its share of the O^T accumulator tiles
     float m = -INFINITY, l = 0.0f;
-    float o[VC][4][2][NT][4];  // O^T tiles: [c][w][q][nt], see the V^T P^T step below
-#pragma unroll
-    for (int c = 0; c < VC; ++c)
-#pragma unroll
-        for (int w = 0; w < 4; ++w)
-#pragma unroll
-            for (int q = 0; q < 2; ++q)
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-                    for (int r = 0; r < 4; ++r) o[c][w][q][nt][r] = 0.0f;
+    // O^T tiles [(4c + w) * 2 + q][nt]: 16 dims each (see the V^T P^T step below) by n-tile
+    constexpr int DIM_TILES = 8 * VC;
+    float o[DIM_TILES][NT][4] = {};
 
     // one tile of the warp's stream: tile i, base its first token
     const auto attend = [&](const Tile<KC, VC>& tile, int i) {
@@ -314,15 +306,11 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
                     factor[nt][e] =
                         __shfl_sync(0xffffffff, rescale, 4 * (4 * nt + ((2 * t + e) & 3)));
 #pragma unroll
-            for (int c = 0; c < VC; ++c)
+            for (int d = 0; d < DIM_TILES; ++d)
 #pragma unroll
-                for (int w = 0; w < 4; ++w)
+                for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-                    for (int q = 0; q < 2; ++q)
-#pragma unroll
-                        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-                            for (int r = 0; r < 4; ++r) o[c][w][q][nt][r] *= factor[nt][r & 1];
+                    for (int r = 0; r < 4; ++r) o[d][nt][r] *= factor[nt][r & 1];
             m = m_new;
         }
 
@@ -362,7 +350,7 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
 
         // A = V^T: lane (g, t) has dims 128c + 16g + 4w + i in byte i of word w of its 16 bytes
         // of value rows 2t, 2t+1 (k = 2t, 2t+1) and 2t+8, 2t+9 (k = 2t+8, 2t+9); a byte permute
-        // pairs two rows' byte i per 16 bits. Tile [c][w][q] takes dims 128c + 16g + 4w + q
+        // pairs two rows' byte i per 16 bits. Tile (4c + w) * 2 + q takes dims 128c + 16g + 4w + q
         // (row g) and + 2 (row g + 8): c0, c1 of its accumulator are the first dim for columns
         // 2t, 2t + 1, c2, c3 the second.
 #pragma unroll
@@ -381,7 +369,7 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
                     const uint4 va = make_uint4(b01[q], b01[q + 2], b89[q], b89[q + 2]);
 #pragma unroll
                     for (int nt = 0; nt < NT; ++nt)
-                        mma_16x8x16(o[c][w][q][nt], va, pb[nt][0], pb[nt][1]);
+                        mma_16x8x16(o[(4 * c + w) * 2 + q][nt], va, pb[nt][0], pb[nt][1]);
                 }
             }
     };
@@ -420,7 +408,8 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
 #pragma unroll
                     for (int r = 0; r < 4; ++r) {
                         const float sum =
-                            o[c][w][q][nt][r] + __shfl_xor_sync(0xffffffff, o[c][w][q][nt][r], 2);
+                            o[(4 * c + w) * 2 + q][nt][r] +
+                            __shfl_xor_sync(0xffffffff, o[(4 * c + w) * 2 + q][nt][r], 2);
                         const int d = 128 * c + 16 * g + 4 * w + q + 2 * (r >> 1);
                         if (t < 2) s_o[warp][4 * nt + 2 * t + (r & 1)][OutRow<VC>::at(d)] = sum;
                     }
