@@ -82,6 +82,16 @@ def load_solution(path: Path, params):
     return language.load(artifact, params, "cuda")
 
 
+def solution_entry(label: str, path: Path, params) -> Entry:
+    """An Entry for the solution file ``path``, built and loaded (load_solution); a build or
+    load error makes it a row whose status says so ("error: ...", no call), not a crash."""
+    language = detect_language(path)
+    try:
+        return Entry(label, path.name, language, call=load_solution(path, params))
+    except Exception as exc:
+        return Entry(label, path.name, language, status=failure(exc))
+
+
 def sdpa_gqa(Q, K, V, output, batch_size, num_q_heads, num_kv_heads, cache_len, head_dim):
     """95 through torch's scaled_dot_product_attention with enable_gqa (fp32: math path)."""
     out = torch.nn.functional.scaled_dot_product_attention(Q.unsqueeze(2), K, V, enable_gqa=True)
@@ -106,11 +116,7 @@ def entries(number: str, challenge, params, with_baselines: bool) -> List[Entry]
         if missing:
             print(f"skipping {path.name}: {missing}")
             continue
-        label = f"{path.name} ({language})"
-        try:
-            found.append(Entry(label, path.name, language, call=load_solution(path, params)))
-        except Exception as exc:  # a build or load error: a row that says so, not a crash
-            found.append(Entry(label, path.name, language, status=failure(exc)))
+        found.append(solution_entry(f"{path.name} ({language})", path, params))
     return found
 
 
@@ -249,14 +255,20 @@ def run_peers(number: str, kwargs, budget_s: float) -> List[PeerRow]:
     return rows
 
 
-def main_table(number: str, budget_s: float, peaks, with_peers: bool) -> Table:
-    """Every entry of one challenge at its performance shape, the floor and (99) rooflines."""
+def performance_setup(number: str, budget_s: float):
+    """One challenge at its performance test, on the GPU: (challenge, params, its input sets
+    (input_sets), the bytes moved per call, the read floor at those bytes (measure_floor))."""
     challenge = load_challenge(find_challenge(number), "cuda")
     params = parse_signature(challenge.get_solve_signature())
     sets = input_sets(challenge, params, challenge.generate_performance_test())
+    moved = bytes_moved(challenge, sets[0], params)
+    return challenge, params, sets, moved, measure_floor(moved, len(sets), budget_s)
+
+
+def main_table(number: str, budget_s: float, peaks, with_peers: bool) -> Table:
+    """Every entry of one challenge at its performance shape, the floor and (99) rooflines."""
+    challenge, params, sets, moved, floor = performance_setup(number, budget_s)
     kwargs = sets[0]
-    moved = bytes_moved(challenge, kwargs, params)
-    floor = measure_floor(moved, len(sets), budget_s)
     rows = entries(number, challenge, params, with_baselines=True)
     time_entries(challenge, params, rows, sets, budget_s)
     sizes = ", ".join(

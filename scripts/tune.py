@@ -28,10 +28,7 @@ import benchmark  # noqa: E402
 import torch  # noqa: E402
 from bench_report import Entry, Floor  # noqa: E402
 
-from judge.challenges import find_challenge, load_challenge  # noqa: E402
 from judge.languages import LANGUAGES, detect_language  # noqa: E402
-from judge.session import bytes_moved  # noqa: E402
-from judge.signature import parse_signature  # noqa: E402
 
 
 def existing_solution(text: str) -> Path:
@@ -89,17 +86,8 @@ def main(argv=None):
         )
         sys.exit(2)
     torch.backends.cuda.matmul.allow_tf32 = False
-    challenge = load_challenge(find_challenge(args.challenge), "cuda")
-    params = parse_signature(challenge.get_solve_signature())
-    sets = benchmark.input_sets(challenge, params, challenge.generate_performance_test())
-    floor = benchmark.measure_floor(bytes_moved(challenge, sets[0], params), len(sets), args.budget)
-    rows = []
-    for path in args.files:
-        label = str(path)
-        try:
-            rows.append(Entry(label, path.name, call=benchmark.load_solution(path, params)))
-        except Exception as exc:  # a build or load error: a row that says so
-            rows.append(Entry(label, path.name, status=benchmark.failure(exc)))
+    challenge, params, sets, _, floor = benchmark.performance_setup(args.challenge, args.budget)
+    rows = [benchmark.solution_entry(str(path), path, params) for path in args.files]
     benchmark.time_entries(challenge, params, rows, sets, args.budget)
     print("\n".join(result_lines(args.challenge, floor, rows)))
 
