@@ -449,9 +449,10 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
                     for (int c = 0; c < CHUNKS; ++c) acc[h][c] = axpby4(acc[h][c], 1.f, p, v[u][c]);
                 }
             }
-            // every lane's reads of the stage are done before the copy engine refills it
-            __syncwarp();
+            // every lane's reads of the stage are ordered before the copies that refill it:
+            // each lane's proxy fence, then the warp's barrier, then the issuing lanes' copies
             shared_reads_done();
+            __syncwarp();
         };
 
 #pragma unroll
