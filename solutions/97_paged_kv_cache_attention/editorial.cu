@@ -10,9 +10,12 @@
 //
 // 1. Balance. One block per (sequence, KV head) would make the GPU wait for the longest
 //    sequence, 16,384 tokens against 4,096 on average. Instead the work is a list of units,
-//    one per (sequence, segment, block of the sequence) in that order, where a segment is a KV
+//    one per (sequence, segment, tile of UNROLL tokens) in that order, where a segment is a KV
 //    head (and a tile of HEADS of its query heads), and every warp of the grid (one full wave
 //    of resident blocks, from the occupancy API) takes the same number of consecutive units.
+//    Tiles, not pages, as units: at the performance shape 65,536 pages over 4,224 warps is
+//    16 pages (256 tokens) for the busiest warp, 262,144 tiles is 63 tiles (252 tokens); on
+//    an H200 89.8% -> 90.5% of the read floor (scripts/tune.py, one run: within the spread).
 //    A warp's range crosses whole or partial segments; it walks each with an online softmax
 //    and leaves one partial result per segment it touched. Every warp derives the schedule
 //    from seq_lens itself (at most 64 numbers, two per lane: a warp scan), so there is no host
@@ -281,11 +284,11 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
     // ends equal the total and never count as ending at or before a position inside it.
     const int len_lo = lane < batch_size ? seq_lens[lane] : 0;
     const int len_hi = lane + 32 < batch_size ? seq_lens[lane + 32] : 0;
-    const int pages_lo = (len_lo + block_size - 1) / block_size;
-    const int pages_hi = (len_hi + block_size - 1) / block_size;
-    const int ends_lo = warp_inclusive_scan(pages_lo * segments, lane);
+    const int tiles_lo = (len_lo + UNROLL - 1) / UNROLL;
+    const int tiles_hi = (len_hi + UNROLL - 1) / UNROLL;
+    const int ends_lo = warp_inclusive_scan(tiles_lo * segments, lane);
     const int ends_hi =
-        warp_inclusive_scan(pages_hi * segments, lane) + __shfl_sync(FULL, ends_lo, 31);
+        warp_inclusive_scan(tiles_hi * segments, lane) + __shfl_sync(FULL, ends_lo, 31);
     const int total = __shfl_sync(FULL, ends_hi, 31);
     const int per = (total + workers - 1) / workers;  // units per warp
     const int begin = min(worker * per, total);
@@ -307,16 +310,16 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
     int tile_base = 0;  // tiles this warp has taken so far
 
     for (int pos = begin; pos < end;) {
-        // the segment that holds unit `pos`, and the pages [p0, p1) of it this warp takes
+        // the segment that holds unit `pos`, and the tiles [u0, u1) of it this warp takes
         const int b = __popc(__ballot_sync(FULL, ends_lo <= pos)) +
                       __popc(__ballot_sync(FULL, ends_hi <= pos));
         const int seq_len = pick(len_lo, len_hi, b);
-        const int seq_pages = pick(pages_lo, pages_hi, b);
-        const int seq_start = pick(ends_lo, ends_hi, b) - seq_pages * segments;
-        const int seg = (pos - seq_start) / seq_pages;
-        const int seg_start = seq_start + seg * seq_pages;
-        const int p0 = pos - seg_start;
-        const int p1 = min(seq_pages, p0 + (end - pos));
+        const int seq_tiles = pick(tiles_lo, tiles_hi, b);
+        const int seq_start = pick(ends_lo, ends_hi, b) - seq_tiles * segments;
+        const int seg = (pos - seq_start) / seq_tiles;
+        const int seg_start = seq_start + seg * seq_tiles;
+        const int u0 = pos - seg_start;
+        const int u1 = min(seq_tiles, u0 + (end - pos));
         const int s = b * segments + seg;
         const int kv_head = seg / head_groups;
         const int h0 = (seg % head_groups) * HEADS;
@@ -340,15 +343,16 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
             }
         }
 
-        // tokens [t0, t1): whole pages, except that the last page of the sequence stops at
-        // seq_len; tile i is rows t0 + UNROLL * i ..., all in one page. Lane j holds the block
-        // number of page window + j; only the loads move the window.
+        // tokens [t0, t1), in pages [page0, page1): whole tiles, except that the last tile of
+        // the sequence stops at seq_len; tile i is rows t0 + UNROLL * i ..., all in one page.
+        // Lane j holds the block number of page window + j; only the loads move the window.
         const int* table = block_table + (size_t)b * max_blocks_per_seq;
-        const int t0 = p0 * block_size;
-        const int t1 = min(seq_len, p1 * block_size);
+        const int t0 = u0 * UNROLL;
+        const int t1 = min(seq_len, u1 * UNROLL);
+        const int page0 = t0 >> page_shift, page1 = ((t1 - 1) >> page_shift) + 1;
         const int tiles = (t1 - t0 + UNROLL - 1) / UNROLL;
-        int window = p0;
-        int my_block = window + lane < p1 ? table[window + lane] : 0;
+        int window = page0;
+        int my_block = window + lane < page1 ? table[window + lane] : 0;
 
         // Tile n of the warp (counted over all its segments) goes to stage n % STAGES of the
         // warp's ring in shared memory: UNROLL rows of K, then UNROLL of V, head_dim floats
@@ -360,7 +364,7 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
             const int page = t >> page_shift;
             if (page - window >= 32) {
                 window += (page - window) & ~31;
-                my_block = window + lane < p1 ? table[window + lane] : 0;
+                my_block = window + lane < page1 ? table[window + lane] : 0;
             }
             const int block = __shfl_sync(FULL, my_block, page - window);
             const int rows = min(UNROLL, t1 - t);
@@ -468,7 +472,7 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
 
         // the warps whose ranges meet this segment: first_worker ... last_worker
         const int first_worker = seg_start / per;
-        const int last_worker = (seg_start + seq_pages - 1) / per;
+        const int last_worker = (seg_start + seq_tiles - 1) / per;
         if (first_worker == last_worker) {  // this warp saw the whole segment
 #pragma unroll
             for (int h = 0; h < HEADS; ++h)
@@ -506,7 +510,7 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
                 if (lane == 0) finished[s] = 0;  // ready for the next call
             }
         }
-        pos += p1 - p0;
+        pos += u1 - u0;
     }
 }
 
