@@ -13,9 +13,10 @@
 //    one per (sequence, segment, tile of UNROLL tokens) in that order, where a segment is a KV
 //    head (and a tile of HEADS of its query heads), and every warp of the grid (one full wave
 //    of resident blocks, from the occupancy API) takes the same number of consecutive units.
-//    Tiles, not pages, as units: at the performance shape 65,536 pages over 4,224 warps is
-//    16 pages (256 tokens) for the busiest warp, 262,144 tiles is 63 tiles (252 tokens); on
-//    an H200 89.8% -> 90.5% of the read floor (scripts/tune.py, one run: within the spread).
+//    Tiles, not pages, as units: at the performance shape 65,536 pages over 2,112 warps is
+//    32 pages (512 tokens) for the busiest warp and none for the last 64 (4 SMs idle);
+//    262,144 tiles is 125 tiles (500 tokens). On an H200 89.8% -> 90.5% of the read floor
+//    (scripts/tune.py, one run: within the spread).
 //    A warp's range crosses whole or partial segments; it walks each with an online softmax
 //    and leaves one partial result per segment it touched. Every warp derives the schedule
 //    from seq_lens itself (at most 64 numbers, two per lane: a warp scan), so there is no host
