@@ -51,6 +51,8 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
+#include <type_traits>
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 #error "this kernel copies the cache with cp.async.bulk, which needs sm_90 (Hopper) or newer"
 #endif
@@ -59,11 +61,6 @@ constexpr int WARPS = 8;   // warps per block; each warp is a worker of its own
 constexpr int UNROLL = 4;  // rows of K (and of V) per tile
 constexpr int STAGES = 2;  // tiles in each warp's ring
 constexpr unsigned FULL = 0xffffffffu;
-
-template <bool B>
-struct Flag {
-    static constexpr bool value = B;
-};
 
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
@@ -464,9 +461,9 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
         for (int j = 0; j < STAGES; ++j) issue(j);
         for (int i = 0; i < tiles; ++i) {
             if (full_rows && t0 + (i + 1) * UNROLL <= t1)
-                attend(i, Flag<false>{});
+                attend(i, std::false_type{});
             else
-                attend(i, Flag<true>{});
+                attend(i, std::true_type{});
             issue(i + STAGES);
         }
         tile_base += tiles;
@@ -552,7 +549,7 @@ static void launch(const float* Q, const float* K_cache, const float* V_cache,
                    const int* block_table, const int* seq_lens, float* output, int batch_size,
                    int num_q_heads, int num_kv_heads, int head_dim, int block_size,
                    int max_blocks_per_seq) {
-    // UNROLL rows share a block (UNROLL <= 8 divides block_size). Up to 4 heads of head_dim
+    // UNROLL rows share a block (UNROLL = 4 divides block_size >= 8). Up to 4 heads of head_dim
     // <= 128, q, acc, a tile's rows and its scores fit 128 registers: two blocks (16 warps, two
     // 64 KB rings) per SM. More heads or columns take more registers and one block per SM.
     constexpr int MIN_BLOCKS = HEADS * CHUNKS <= 4 && CHUNKS == 1 ? 2 : 1;
