@@ -249,7 +249,11 @@ MODEL_CASES = [
     (2, 40, 37, 32, 16, 0.3, 4, 1.0),  # clusters of 2, a partial last head group, 2 splits
     (1, 70, 40, 48, 24, 1.0, 3, 1.0),  # clusters of 3 (uneven rows per CTA), 3 splits
     (1, 100, 50, 144, 40, 0.2, 2, 1.0),  # clusters of 4, uneven latent chunks per warp
-    (1, 128, 33, 512, 64, 1 / math.sqrt(192), 3, 1.0),  # the DeepSeek shape, 4 stages reused
+    (1, 128, 33, 512, 64, 1 / math.sqrt(192), 3, 1.0),  # DeepSeek's: wgmma, 2 head groups
+    (2, 64, 100, 512, 64, 0.1, 5, 1.0),  # wgmma: 4 tiles, one each for 3 splits and a partial
+    (1, 20, 70, 512, 64, 0.3, 1, 1.0),  # wgmma: a part-filled head group, one chunk, 3 tiles
+    (1, 130, 1, 512, 64, 0.07, 2, 1.0),  # wgmma: one token, 3 head groups, 2 heads in the last
+    (1, 16, 300, 512, 64, 1 / math.sqrt(192), 9, 50.0),  # wgmma: large scores, 9 splits
     (2, 1, 200, 64, 32, 0.125, 6, 1.0),  # one head, 3 splits of 5 tiles
     (1, 16, 512, 128, 32, 1 / math.sqrt(160), 8, 50.0),  # scores of a few hundred
 ]
@@ -303,8 +307,11 @@ def test_cuda_editorial_kernel_on_the_cpu_model(cpu_model, case):
         resident,
     )
     assert splits >= 1, "a merge counter was left nonzero"
-    tiles = -(-cache_len // 16)  # the kernel's tiles of 16 tokens
-    per_split = -(-tiles // wave_filling_splits(batch, tiles, resident))
+    if (rank, rope) == (512, 64):  # the wgmma kernel: 32-token tiles, a cluster per 64 heads
+        tiles, clusters = -(-cache_len // 32), batch * -(-heads // 64)
+    else:  # the other: 16-token tiles, a cluster per sequence
+        tiles, clusters = -(-cache_len // 16), batch
+    per_split = -(-tiles // wave_filling_splits(clusters, tiles, resident))
     assert splits == -(-tiles // per_split)
     expected = mla_decode_oracle(q_nope, q_pe, kv_c, k_pe, scale)
     assert np.isfinite(out).all()

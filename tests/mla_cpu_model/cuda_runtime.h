@@ -11,6 +11,11 @@
 //   m16n8k8, fp16 inputs, fp32 accumulators) and movmatrix meet all threads of their warp,
 //   CTA or cluster, and a warp whose lanes reach different collectives aborts;
 // - the operand layouts of mma.sync and movmatrix are the PTX ISA's, built lane by lane;
+// - wgmma (m64nNk16, fp16, A from registers, B through a shared-memory descriptor, K-major
+//   with the 128-byte swizzle or without swizzle, N-major with the 128-byte swizzle) meets the
+//   CTA's 128 threads (one warpgroup) and completes at once: commit and wait are no-ops;
+// - st.async writes a peer CTA's shared memory at once and completes its bytes on the peer's
+//   barrier; a "cluster address" (mapa) is the rank and the offset in one word;
 // - mbarriers keep the arrival and transaction counts and the phase of the hardware, and
 //   try_wait.parity succeeds once the phase of that parity has completed;
 // - a bulk copy lands one scheduler round after it is issued (then completes its bytes on the
@@ -42,10 +47,18 @@
 struct alignas(8) float2 {
     float x, y;
 };
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(8) uint2 {
+    uint32_t x, y;
+};
 struct uint3 {
     unsigned x, y, z;
 };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+inline uint2 make_uint2(uint32_t x, uint32_t y) { return uint2{x, y}; }
 using std::max;
 using std::min;
 
@@ -60,6 +73,7 @@ inline uint32_t __float_as_uint(float f) {
     return u;
 }
 inline float __ldcg(const float* p) { return *p; }
+inline float4 __ldcg(const float4* p) { return *p; }
 inline void __threadfence() {}
 inline unsigned atomicAdd(unsigned* p, unsigned v) {  // fibers never interleave inside it
     const unsigned old = *p;
@@ -109,6 +123,14 @@ struct Meeting {
     uint32_t out[2][kWarp][4];
 };
 
+// the operands the 128 threads of a warpgroup give one wgmma
+struct WarpgroupMma {
+    long generation = 0;
+    int arrived = 0;
+    float* d[128];
+    uint32_t a[128][4];
+};
+
 struct Cta {
     uint3 block_idx;
     std::vector<unsigned char> memory;
@@ -116,6 +138,7 @@ struct Cta {
     size_t bytes;
     Meeting block;
     Meeting warps[32];
+    WarpgroupMma wgmma;
 };
 
 struct Copy {
@@ -475,3 +498,124 @@ inline void cluster_sync() {
     cpu_model::Runtime& r = cpu_model::rt();
     cpu_model::meet(r.cluster, static_cast<int>(r.ctas.size()) * r.threads_per_cta);
 }
+
+// ---- the sm_90a primitives of the wgmma kernel ----
+
+inline unsigned cluster_rank() {
+    cpu_model::Runtime& r = cpu_model::rt();
+    for (unsigned rank = 0; rank < r.ctas.size(); ++rank)
+        if (r.ctas[rank] == cpu_model::self().cta) return rank;
+    cpu_model::fail("a thread outside its cluster");
+}
+
+// a shared-memory address: the offset in the CTA's dynamic shared memory (the base counts as
+// 1024-byte aligned, as the kernel's swizzled blocks need)
+inline uint32_t smem_addr(const void* p) {
+    cpu_model::Cta& cta = *cpu_model::self().cta;
+    const size_t offset = static_cast<const unsigned char*>(p) - cta.base;
+    if (offset >= cta.bytes) cpu_model::fail("a shared-memory address outside the CTA's");
+    return static_cast<uint32_t>(offset);
+}
+
+inline void fence_proxy_async() {}
+inline void wgmma_fence() {}
+inline void wgmma_commit() {}
+template <int PENDING>
+inline void wgmma_wait() {}
+
+namespace cpu_model {
+
+// The element (k, n) of B as a wgmma descriptor lays it out in this CTA's shared memory, fp16.
+inline double descriptor_element(uint64_t desc, bool n_major, int k, int n) {
+    const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+    const uint32_t leading = static_cast<uint32_t>((desc >> 16) & 0x3FFF) << 4;
+    const uint32_t stride = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
+    const int swizzle = static_cast<int>(desc >> 62);
+    uint32_t at;
+    if (swizzle == 1 && !n_major)  // rows of 128 bytes along k, 8-row groups `stride` apart
+        at = start + (n / 8) * stride + (n % 8) * 128 + k * 2;
+    else if (swizzle == 1)  // rows of 128 bytes along n (64-column atoms `leading` apart)
+        at = start + (n / 64) * leading + (k / 8) * stride + (k % 8) * 128 + (n % 64) * 2;
+    else if (swizzle == 0 && !n_major)  // 8 x 8 core matrices: along k `leading`, n `stride`
+        at = start + (n / 8) * stride + (k / 8) * leading + (n % 8) * 16 + (k % 8) * 2;
+    else
+        fail("a wgmma operand layout the model does not know");
+    if (swizzle == 1) at ^= ((at >> 7) & 7) << 4;  // the 16-byte chunk XOR the row in 8
+    Cta& cta = *self().cta;
+    if (at + 2 > cta.bytes) fail("a wgmma operand outside shared memory");
+    uint16_t bits;
+    std::memcpy(&bits, cta.base + at, 2);
+    return f16_value(bits);
+}
+
+// d (n / 2 floats a thread) = a * b (+ d): the CTA's 128 threads meet, the last computes
+inline void wgmma_model(int n, bool n_major, float* d, const uint32_t (&a)[4], uint64_t desc,
+                        bool accumulate) {
+    Thread& t = self();
+    if (rt().threads_per_cta != 128) fail("wgmma needs the CTA to be one warpgroup");
+    WarpgroupMma& w = t.cta->wgmma;
+    const int me = static_cast<int>(t.thread_idx.x);
+    w.d[me] = d;
+    std::memcpy(w.a[me], a, sizeof(a));
+    const long mine = w.generation;
+    if (++w.arrived < 128) {
+        wait_counter(&w.generation, mine);
+        return;
+    }
+    double A[64][16], B[16][256];
+    for (int th = 0; th < 128; ++th) {  // a0: (g, 2t), a1: (g + 8, 2t), a2: (g, 2t + 8), a3
+        const int warp = th / 32, g = (th % 32) / 4, tq = th % 4;
+        for (int r = 0; r < 4; ++r)
+            for (int e = 0; e < 2; ++e)
+                A[16 * warp + g + 8 * (r & 1)][2 * tq + 8 * (r >> 1) + e] = f16_at(w.a[th][r], e);
+    }
+    for (int k = 0; k < 16; ++k)
+        for (int col = 0; col < n; ++col) B[k][col] = descriptor_element(desc, n_major, k, col);
+    for (int th = 0; th < 128; ++th) {  // d[4 i + e]: row g + 8 (e / 2), column 8 i + 2 t + e % 2
+        const int warp = th / 32, g = (th % 32) / 4, tq = th % 4;
+        for (int i = 0; i < n / 8; ++i)
+            for (int e = 0; e < 4; ++e) {
+                const int row = 16 * warp + g + 8 * (e >> 1), col = 8 * i + 2 * tq + (e & 1);
+                double sum = accumulate ? w.d[th][4 * i + e] : 0.0;
+                for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+                w.d[th][4 * i + e] = static_cast<float>(sum);
+            }
+    }
+    w.arrived = 0;
+    ++w.generation;
+}
+
+}  // namespace cpu_model
+
+template <int TRANS_B>
+inline void wgmma_m64n32k16(float (&d)[16], const uint32_t (&a)[4], uint64_t desc, int accumulate) {
+    cpu_model::wgmma_model(32, TRANS_B != 0, d, a, desc, accumulate != 0);
+}
+inline void wgmma_m64n32k16_first(float (&d)[16], const uint32_t (&a)[4], uint64_t desc) {
+    cpu_model::wgmma_model(32, false, d, a, desc, false);
+}
+template <int TRANS_B>
+inline void wgmma_m64n128k16(float (&d)[64], const uint32_t (&a)[4], uint64_t desc,
+                             int accumulate) {
+    cpu_model::wgmma_model(128, TRANS_B != 0, d, a, desc, accumulate != 0);
+}
+inline void zero_accumulators(float (&d)[64]) {
+    for (float& x : d) x = 0.f;
+}
+
+// a cluster address: the rank in the top byte, the shared-memory offset below
+inline uint32_t cluster_address(const void* local, unsigned rank) {
+    cpu_model::rank_of(rank);
+    return rank << 24 | smem_addr(local);
+}
+
+inline void store_remote(uint32_t to, float4 v, uint32_t bar) {
+    cpu_model::Cta& peer = cpu_model::rank_of(to >> 24);
+    const uint32_t offset = to & 0xFFFFFF;
+    if ((to >> 24) != (bar >> 24)) cpu_model::fail("st.async to one CTA, its barrier in another");
+    if (offset % 16 || offset + 16 > peer.bytes) cpu_model::fail("a misplaced st.async");
+    std::memcpy(peer.base + offset, &v, 16);
+    cpu_model::complete_tx(cpu_model::barrier_at(peer.base + (bar & 0xFFFFFF)), 16);
+}
+
+inline void mbar_wait_local(uint64_t* bar, unsigned parity) { mbar_wait(bar, parity); }

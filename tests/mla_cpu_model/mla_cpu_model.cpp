@@ -1,7 +1,8 @@
-// The challenge-99 CUDA editorial's kernel, run on the CPU through the model in cuda_runtime.h:
-// a shared library with a C function that plans the launch as the editorial's solve does
-// (for a given number of resident clusters) and runs every cluster of the grid in turn, and
-// one that gives the plan's chunks per sequence alone.
+// The challenge-99 CUDA editorial's kernels, run on the CPU through the model in
+// cuda_runtime.h: a shared library with a C function that plans the launch as the editorial's
+// solve does (for a given number of resident clusters) and runs every cluster of the grid in
+// turn (the wgmma kernel for DeepSeek's shape, the other kernel for the rest), and one that
+// gives the plan's chunks per sequence alone.
 //
 //   g++ -std=c++17 -O2 -shared -fPIC -I tests/mla_cpu_model -o mla_cpu_model.so
 //     tests/mla_cpu_model/mla_cpu_model.cpp
@@ -17,18 +18,26 @@ extern "C" int mla_cpu_model(const float* q_nope, const float* q_pe, const float
     Params p = plan(q_nope, q_pe, kv_c, k_pe, output, batch_size, num_heads, cache_len,
                     kv_lora_rank, rope_dim, softmax_scale, resident_clusters);
     const size_t rows = static_cast<size_t>(batch_size) * num_heads * p.splits;
-    std::vector<float> scratch(rows * kv_lora_rank + rows, NAN);
-    std::vector<unsigned> finished(static_cast<size_t>(batch_size) * p.groups, 0);
+    std::vector<float> scratch(scratch_floats(p, batch_size), NAN);
+    std::vector<unsigned> finished(merge_counters(p, batch_size), 0);
     p.part_out = scratch.data();
     p.part_lse = scratch.data() + rows * kv_lora_rank;
     p.finished = finished.data();
-    void (*kernel)(Params) =
-        is_full(kv_lora_rank, rope_dim) ? mla_decode_kernel<true> : mla_decode_kernel<false>;
+    const bool deepseek = is_deepseek_shape(kv_lora_rank, rope_dim);
+    const int size = cluster_size(p), clusters = deepseek ? p.groups : 1;
     for (int batch = 0; batch < batch_size; ++batch)
         for (int split = 0; split < p.splits; ++split)
-            cpu_model::launch_cluster(
-                p.groups, uint3{0, static_cast<unsigned>(split), static_cast<unsigned>(batch)},
-                THREADS, smem_bytes(p.row_floats), [&p, kernel] { kernel(p); });
+            for (int c = 0; c < clusters; ++c)
+                cpu_model::launch_cluster(
+                    size,
+                    uint3{static_cast<unsigned>(c * size), static_cast<unsigned>(split),
+                          static_cast<unsigned>(batch)},
+                    block_threads(p), block_smem(p), [&p, deepseek] {
+                        if (deepseek)
+                            mla_wgmma_kernel(p);
+                        else
+                            mla_decode_kernel(p);
+                    });
     for (unsigned count : finished)
         if (count != 0) return -1;
     return p.splits;
