@@ -8,8 +8,8 @@
 // 2 * 16 * 128 * 8192 * (2 * 512 + 64) = 36.5 GFLOP: ~545 us on fp32 CUDA cores (~67 TFLOP/s),
 // ~221 us as 3xTF32 (three TF32 products at the ~495 TFLOP/s dense peak: ~165 effective), and
 // ~111 us as fp16x3, the arithmetic used here (three FP16 products at the ~989 TFLOP/s dense
-// peak: ~330 effective; ~147 us at the fp16 peak that scripts/benchmark.py measures with a
-// matmul). Every head reads the same 576 floats per token, ~120 FLOP per byte: with any of
+// peak: ~330 effective; ~143-147 us at the fp16 peak that scripts/benchmark.py measures with
+// a matmul). Every head reads the same 576 floats per token, ~120 FLOP per byte: with any of
 // these the kernel is bound by arithmetic.
 //
 // 1. fp16x3. Each fp32 operand x is split into hi = fp16(x) and lo = fp16(x - hi) (11 + 11
@@ -70,12 +70,16 @@
 //    while the tensor cores work.
 // 9. Two CTAs per SM (254 registers, 103 KB of shared memory): one CTA's exchange and softmax
 //    overlap the other's products.
-// 10. What bounds it (ncu on an H200, the performance test): 455 us, ~32% of the 147 us
-//    floor and 2.25x torch.compile of the reference. ~27% of the warps' samples wait for the
-//    other CTAs' partial scores; the rest is a chain of ~700 instructions a warp a tile at ~7
-//    cycles each (one warp per scheduler per CTA), so the tensor cores are busy about a third
-//    of the time. The next steps: a producer warpgroup for the loads and splits, and S(j + 1)
-//    issued before the exchange of S(j).
+// 10. What bounds it (an H200, the performance test): 454 us, 80 TFLOP/s, 31.5% of the
+//    143 us floor and 2.27x torch.compile of the reference (scripts/benchmark.py). In ncu,
+//    ~27% of the warps' samples wait for the other CTAs' partial scores; the rest is a chain
+//    of ~700 instructions a warp a tile at ~7 cycles each (one warp per scheduler per CTA),
+//    so the tensor cores are busy about a third of the time: alone, this kernel's products
+//    run at ~900 TFLOP/s (a loop of the same wgmma on two CTAs per SM). Tried and slower:
+//    two warpgroups per CTA sharing the tiles, one per head group (555 us; 491 us with
+//    S(j + 1) issued before the exchange of S(j)): the barrier between them each tile lines up
+//    their waits, where two independent CTAs per SM overlap them. The next step is a producer
+//    warpgroup for the loads and splits, with the registers that frees spent on a second S.
 //
 // tests/mla_cpu_model runs both kernels on the CPU (a fiber per GPU thread; the PTX operand
 // layouts of mma.sync, movmatrix and wgmma, its shared-memory descriptors, mbarriers,
