@@ -285,6 +285,27 @@ def test_the_plan_fills_the_waves_of_resident_clusters(
         assert split_count(other, tiles, resident) == wave_filling_splits(other, tiles, resident)
 
 
+@pytest.mark.parametrize(
+    "batch, heads, cache_len, resident, splits",
+    [
+        (16, 128, 8192, 62, 7),  # the performance shape on an H200 (62 resident clusters)
+        (1, 64, 32768, 10**4, 171),  # the rule: 1,024 (a tile each); 192 at most, 6 tiles a chunk
+        (1, 64, 32768, 150, 128),  # under the cap, the rule's 135, 8 tiles a chunk
+    ],
+)
+def test_the_wgmma_plan_fills_the_waves_within_its_chunk_cap(
+    cpu_model_library, batch, heads, cache_len, resident, splits
+):
+    plan_splits = cpu_model_library.mla_plan_splits
+    plan_splits.argtypes = [ctypes.c_int] * 6
+    # the wgmma kernel: 32-token tiles, a cluster per 64 heads; at most 192 chunks, so that the
+    # merging warpgroup's weights (64 heads x chunks) fit its 48 KB of score slots
+    tiles, clusters = -(-cache_len // 32), batch * -(-heads // 64)
+    per_chunk = -(-tiles // min(192, wave_filling_splits(clusters, tiles, resident)))
+    assert plan_splits(batch, heads, cache_len, 512, 64, resident) == -(-tiles // per_chunk)
+    assert -(-tiles // per_chunk) == splits <= 192
+
+
 @pytest.mark.parametrize("case", MODEL_CASES, ids=lambda c: "x".join(map(str, c[:5])))
 def test_cuda_editorial_kernel_on_the_cpu_model(cpu_model, case):
     batch, heads, cache_len, rank, rope, scale, resident, q_std = case

@@ -1,8 +1,8 @@
 // The challenge-99 CUDA editorial's kernels, run on the CPU through the model in
 // cuda_runtime.h: a shared library with a C function that plans the launch as the editorial's
 // solve does (for a given number of resident clusters) and runs every cluster of the grid in
-// turn (the wgmma kernel for DeepSeek's shape, the other kernel for the rest), and one that
-// gives the plan's chunks per sequence alone.
+// turn (the wgmma kernel for DeepSeek's shape, the other kernel for the rest), and two that
+// give the plan's chunks per sequence alone (the rule, and the whole plan).
 //
 //   g++ -std=c++17 -O2 -shared -fPIC -I tests/mla_cpu_model -o mla_cpu_model.so
 //     tests/mla_cpu_model/mla_cpu_model.cpp
@@ -46,4 +46,13 @@ extern "C" int mla_cpu_model(const float* q_nope, const float* q_pe, const float
 // The chunks per sequence the launch plan picks (split_count), for tests of the rule alone.
 extern "C" int mla_split_count(int batch_size, int tiles, int resident_clusters) {
     return split_count(batch_size, tiles, resident_clusters);
+}
+
+// The chunks per sequence of the whole launch plan (the kernel's tiles, its clusters, and the
+// wgmma kernel's cap on chunks), for tests of the plan without running it.
+extern "C" int mla_plan_splits(int batch_size, int num_heads, int cache_len, int kv_lora_rank,
+                               int rope_dim, int resident_clusters) {
+    return plan(nullptr, nullptr, nullptr, nullptr, nullptr, batch_size, num_heads, cache_len,
+                kv_lora_rank, rope_dim, 1.f, resident_clusters)
+        .splits;
 }
