@@ -276,10 +276,9 @@ __device__ __forceinline__ void wgmma_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
 }
 
-// wait until at most PENDING of the committed wgmma groups (the newest) are still running
-template <int PENDING>
-__device__ __forceinline__ void wgmma_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(PENDING) : "memory");
+// wait until every committed wgmma group has completed
+__device__ __forceinline__ void wgmma_wait_all() {
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
 }
 
 // the address in the cluster's shared window of `local`'s offset in CTA `rank`'s shared memory
@@ -938,7 +937,7 @@ __global__ void __launch_bounds__(wg::THREADS, 2) mla_wgmma_kernel(const Params 
             if (j + 2 < n_tiles) load_tile(j + 2);
         }
         fence_proxy_async();
-        wgmma_wait<0>();
+        wgmma_wait_all();
 
         // the partial scores to the other three CTAs; theirs come into the slots of this parity
         const int parity = j & 1;
@@ -1034,7 +1033,7 @@ __global__ void __launch_bounds__(wg::THREADS, 2) mla_wgmma_kernel(const Params 
         issue_scores(j + 1);  // after the last tile too (on stale data, unused): no branch
         wgmma_commit();       // around the wgmma, which would serialize them
     }
-    wgmma_wait<0>();
+    wgmma_wait_all();
     cluster_sync();  // no CTA of the cluster still sends to this one
 
     // this CTA's 128 output columns of rows g and g + 8, normalized

@@ -520,8 +520,7 @@ inline uint32_t smem_addr(const void* p) {
 inline void fence_proxy_async() {}
 inline void wgmma_fence() {}
 inline void wgmma_commit() {}
-template <int PENDING>
-inline void wgmma_wait() {}
+inline void wgmma_wait_all() {}
 
 namespace cpu_model {
 
