@@ -268,6 +268,22 @@ def wave_filling_splits(batch: int, tiles: int, resident: int) -> int:
     return enough[0] if enough else max(fills, key=lambda s: (fills[s], -s))
 
 
+def planned_splits(batch, heads, cache_len, rank, rope, resident):
+    """Chunks per sequence the editorial's plan should give: the wave rule over the kernel's
+    tiles and clusters, then as many chunks as tiles of that size make. The wgmma kernel
+    (DeepSeek's shape): 32-token tiles, a cluster per 64 heads, at most 192 chunks (so that the
+    merging CTA's weights, 64 heads x chunks, fit its 48 KB of score slots). The other: 16-token
+    tiles, a cluster per sequence."""
+    if (rank, rope) == (512, 64):
+        tiles, clusters = -(-cache_len // 32), batch * -(-heads // 64)
+        wanted = min(192, wave_filling_splits(clusters, tiles, resident))
+    else:
+        tiles = -(-cache_len // 16)
+        wanted = wave_filling_splits(batch, tiles, resident)
+    per_chunk = -(-tiles // wanted)
+    return -(-tiles // per_chunk)
+
+
 @pytest.mark.parametrize(
     "batch, tiles, resident, splits",
     [(16, 512, 30, 7), (16, 512, 32, 2), (1, 512, 30, 27), (64, 512, 30, 3), (4, 2, 30, 2)],
@@ -298,12 +314,9 @@ def test_the_wgmma_plan_fills_the_waves_within_its_chunk_cap(
 ):
     plan_splits = cpu_model_library.mla_plan_splits
     plan_splits.argtypes = [ctypes.c_int] * 6
-    # the wgmma kernel: 32-token tiles, a cluster per 64 heads; at most 192 chunks, so that the
-    # merging warpgroup's weights (64 heads x chunks) fit its 48 KB of score slots
-    tiles, clusters = -(-cache_len // 32), batch * -(-heads // 64)
-    per_chunk = -(-tiles // min(192, wave_filling_splits(clusters, tiles, resident)))
-    assert plan_splits(batch, heads, cache_len, 512, 64, resident) == -(-tiles // per_chunk)
-    assert -(-tiles // per_chunk) == splits <= 192
+    expected = planned_splits(batch, heads, cache_len, 512, 64, resident)
+    assert plan_splits(batch, heads, cache_len, 512, 64, resident) == expected
+    assert expected == splits <= 192
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=lambda c: "x".join(map(str, c[:5])))
@@ -328,12 +341,7 @@ def test_cuda_editorial_kernel_on_the_cpu_model(cpu_model, case):
         resident,
     )
     assert splits >= 1, "a merge counter was left nonzero"
-    if (rank, rope) == (512, 64):  # the wgmma kernel: 32-token tiles, a cluster per 64 heads
-        tiles, clusters = -(-cache_len // 32), batch * -(-heads // 64)
-    else:  # the other: 16-token tiles, a cluster per sequence
-        tiles, clusters = -(-cache_len // 16), batch
-    per_split = -(-tiles // wave_filling_splits(clusters, tiles, resident))
-    assert splits == -(-tiles // per_split)
+    assert splits == planned_splits(batch, heads, cache_len, rank, rope, resident)
     expected = mla_decode_oracle(q_nope, q_pe, kv_c, k_pe, scale)
     assert np.isfinite(out).all()
     # fp16x3 products: within a tenth of the judge's tolerance
