@@ -47,29 +47,37 @@
 //    accumulator tiles are rescaled) only when a tile's max exceeds it by more than 8, so
 //    weights p = 2^(s - m + 7) stay below 2^15, inside f16 and (but for negligible ones) clear
 //    of its subnormals.
-// 6. Loads in flight, in registers. Each warp holds three 4 KB tiles (16 tokens of K and V) as
-//    the 16-byte loads of its lanes (ld.global.cs: streaming, used once): while it computes on
-//    one, the others are landing, and a tile's registers are reloaded with the tile three on
-//    as soon as it is used. With one block of 8 warps per SM that is 96 KB per SM in flight;
-//    HBM3e at ~4.4 TB/s over 132 SMs and ~2 us of latency under that load needs ~66 KB.
-//    Measured on an H200 (performance test, scripts/benchmark.py's timing, % of the read
-//    floor): staging through shared memory with cp.async (3 stages, 128 KB per SM in flight)
-//    48%; one tile held in registers 78%; two tiles, 2 blocks of 4 warps per SM 82%; one block
-//    of 8 warps 85.7% with O = P V and two tiles, 85.3% with this kernel, which spills no
-//    register at any head_dim (O = P V with two tiles did above 128).
+// 6. Loads in flight, in registers. Each warp holds one 4 KB tile (16 tokens of K and V) as
+//    the 16-byte loads of its lanes (ld.global.cs: streaming, used once), and reloads those
+//    registers with its next tile as soon as the tile is used: while it lands, the block's
+//    other warps compute. One block of 16 warps per SM (128 registers a thread) is 64 KB per
+//    SM in flight and four warps per scheduler to hide the latency of each warp's chain of
+//    mma, conversions and shuffles; tiles of 8 KB (head_dim above 128) take 8 warps.
+//    Measured on an H200 (performance test, % of the read floor, scripts/tune.py, every row
+//    beside this kernel in the same run): this kernel 87.7-89.0%; 8 warps holding three tiles
+//    each (96 KB in flight, 255 registers) 85.6-86.6%, 87.7% with a tile's key registers
+//    reloaded as soon as S is done with them (no gain at 16 warps); the tiles staged in a ring
+//    of 6 shared-memory stages per warp by tensor-map copies with the 128-byte swizzle
+//    (192 KB per SM in flight, 8, 12 or 16 warps) 81-83%; an L2 prefetch of the tile one or
+//    two on 75-77%; the splits of a group interleaved by steps instead of contiguous, no
+//    change. Earlier: cp.async staging (3 stages) 48%; two tiles, 2 blocks of 4 warps per
+//    SM 82%.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
 
-constexpr int WARPS = 8;            // warps per block, each with its own stream of tiles
+// Warps per block, each with its own stream of tiles: 16 while a tile is 4 KB or less
+// (head_dim <= 128: 128 registers a thread, no spill), else 8
+__host__ __device__ constexpr int warps_per_block(int vc) { return vc == 1 ? 16 : 8; }
 constexpr int TILE = 16;            // tokens per warp-step: the k of the V^T P^T mma
 constexpr int MAX_HEADS = 8;        // query heads per block: S's MMA rows h (hi), h + 8 (lo)
 constexpr int WAVES = 1;            // blocks per resident block slot of the GPU
 constexpr float Q_MAX = 32768.0f;   // a query row's largest |element| after scaling
 constexpr float RESCALE_AT = 8.0f;  // log2 units the tile max may pass the running max by
 constexpr float P_SHIFT = 7.0f;     // p = 2^(s - m + 7) < 2^(RESCALE_AT + P_SHIFT) = 2^15
+constexpr int MERGE = 8;  // splits whose partial results one step of the final merge loads
 
 // Four E4M3 codes (one 32-bit word) -> two f16x2: codes 0, 1 -> lo, codes 2, 3 -> hi. On
 // sm_89+ one cvt.rn.f16x2.e4m3x2 per pair, the instruction cuda_fp8.h's
@@ -172,7 +180,8 @@ struct OutRow {
 // Dynamic shared memory of a block: the warps' outputs for the merge, then the query fragments.
 template <int KC, int VC>
 struct Smem {
-    static constexpr size_t OUTPUTS = sizeof(float) * WARPS * MAX_HEADS * OutRow<VC>::STRIDE;
+    static constexpr size_t OUTPUTS =
+        sizeof(float) * warps_per_block(VC) * MAX_HEADS * OutRow<VC>::STRIDE;
     static constexpr size_t BYTES = OUTPUTS + (size_t)4 * KC * 32 * 16;
 };
 
@@ -180,7 +189,7 @@ struct Smem {
 // [t_begin, t_end) of their cache. KC 64-column chunks of a key row, VC 128-column chunks of a
 // value row (head_dim <= 64 * KC <= 128 * VC).
 template <int KC, int VC, int NT, bool VEC16, int MIN_BLOCKS>
-__global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
+__global__ void __launch_bounds__(warps_per_block(VC) * 32, MIN_BLOCKS)
     fp8_decode_kernel(const float* __restrict__ Q, const uint8_t* __restrict__ K,
                       const uint8_t* __restrict__ V, const float* __restrict__ k_scale,
                       const float* __restrict__ v_scale, float* __restrict__ output,
@@ -188,6 +197,7 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
                       unsigned* __restrict__ finished, int num_q_heads, int num_kv_heads,
                       int cache_len, int head_dim, int group, int head_groups, int tokens_per_split,
                       int splits) {
+    constexpr int WARPS = warps_per_block(VC);
     constexpr int STEP = WARPS * TILE;  // tokens per block iteration
     const int split = blockIdx.x;
     const int kv_head = blockIdx.y / head_groups;
@@ -211,13 +221,9 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
     extern __shared__ uint4 smem[];
     uint4(*s_qfrag)[32] = reinterpret_cast<uint4(*)[32]>(smem + Smem<KC, VC>::OUTPUTS / 16);
 
-    // the warp's first HELD tiles start landing while the query fragments are built
-    constexpr int HELD = VC == 1 ? 3 : 1;  // tiles a warp holds (two 8 KB ones would spill)
-    Tile<KC, VC> tiles_held[HELD];
-#pragma unroll
-    for (int i = 0; i < HELD; ++i)
-        tiles_held[i].template load<VEC16>(k_at + i * advance, v_at + i * advance,
-                                           t_end - first - i * STEP, head_dim, g, t);
+    // the warp's first tile starts landing while the query fragments are built
+    Tile<KC, VC> tile;
+    tile.template load<VEC16>(k_at, v_at, t_end - first, head_dim, g, t);
 
     // Query fragments (A of S = Q K^T), the same for every warp: built once by warp 0. Lane
     // (g, t) holds head h0 + g at columns 64c + 16t + [0, 16): k-step 4c + s takes columns
@@ -373,17 +379,14 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
                 }
             }
     };
-    // the tiles held take turns, each reloaded with the tile HELD on once it is used (in
-    // place: a copy of a tile would wait for its loads to land)
-    for (int i = 0; i < tiles; i += HELD)
-#pragma unroll
-        for (int h = 0; h < HELD; ++h) {
-            if (i + h >= tiles) break;
-            attend(tiles_held[h], i + h);
-            const int next = i + h + HELD;
-            tiles_held[h].template load<VEC16>(k_at + next * advance, v_at + next * advance,
-                                               t_end - first - next * STEP, head_dim, g, t);
-        }
+    // the tile's registers are reloaded with the warp's next tile once it is used (while it
+    // lands, the block's other warps compute)
+    for (int i = 0; i < tiles; ++i) {
+        attend(tile, i);
+        const int next = i + 1;
+        tile.template load<VEC16>(k_at + next * advance, v_at + next * advance,
+                                  t_end - first - next * STEP, head_dim, g, t);
+    }
 
     // merge the block's WARPS softmax states through shared memory
     l += __shfl_xor_sync(0xffffffff, l, 1);
@@ -451,13 +454,31 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS)
         const int h = i / head_dim, d = i % head_dim;
         const size_t q_row = (size_t)batch * num_q_heads + h0 + h;
         const float* lse = part_lse + q_row * splits;
-        float lse_max = -INFINITY;
-        for (int s = 0; s < splits; ++s) lse_max = fmaxf(lse_max, __ldcg(lse + s));
-        float sum = 0.0f, weight_sum = 0.0f;
-        for (int s = 0; s < splits; ++s) {
-            const float w = exp2f(__ldcg(lse + s) - lse_max);
-            weight_sum += w;
-            sum += w * __ldcg(part_out + (q_row * splits + s) * head_dim + d);
+        const float* out = part_out + q_row * splits * head_dim + d;
+        // MERGE splits at a time, all their loads issued before the first is used: one trip
+        // to L2 per MERGE splits, not two per split
+        float lse_max = -INFINITY, sum = 0.0f, weight_sum = 0.0f;
+        for (int s0 = 0; s0 < splits; s0 += MERGE) {
+            float part_lse_s[MERGE], part_out_s[MERGE];
+#pragma unroll
+            for (int s = 0; s < MERGE; ++s) {
+                const bool ok = s0 + s < splits;
+                part_lse_s[s] = ok ? __ldcg(lse + s0 + s) : -INFINITY;
+                part_out_s[s] = ok ? __ldcg(out + (size_t)(s0 + s) * head_dim) : 0.0f;
+            }
+            float chunk_max = lse_max;
+#pragma unroll
+            for (int s = 0; s < MERGE; ++s) chunk_max = fmaxf(chunk_max, part_lse_s[s]);
+            const float rescale = exp2f(lse_max - chunk_max);  // 0 on the first chunk
+            sum *= rescale;
+            weight_sum *= rescale;
+#pragma unroll
+            for (int s = 0; s < MERGE; ++s) {
+                const float w = exp2f(part_lse_s[s] - chunk_max);
+                weight_sum += w;
+                sum += w * part_out_s[s];
+            }
+            lse_max = chunk_max;
         }
         output[q_row * head_dim + d] = sum / weight_sum * out_scale;
     }
@@ -486,14 +507,14 @@ static float* workspace(size_t floats, unsigned** counters, int groups) {
     return buffer;
 }
 
-// How many blocks of `kernel` (with `smem` bytes of dynamic shared memory) the whole GPU runs
-// at once.
+// How many blocks of `kernel` (of `threads` threads and `smem` bytes of dynamic shared memory)
+// the whole GPU runs at once.
 template <typename Kernel>
-static int resident_blocks(Kernel kernel, size_t smem) {
+static int resident_blocks(Kernel kernel, int threads, size_t smem) {
     int device, sms, per_sm;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, WARPS * 32, smem);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);
     return sms * per_sm;
 }
 
@@ -501,9 +522,9 @@ template <int KC, int VC, int NT, bool VEC16>
 static void launch(const float* Q, const uint8_t* K, const uint8_t* V, const float* k_scale,
                    const float* v_scale, float* output, int batch_size, int num_q_heads,
                    int num_kv_heads, int cache_len, int head_dim) {
-    // one block of 8 warps per SM: up to 255 registers (three tiles held take 96 of the 255
-    // that nvcc 13 gives the head_dim <= 128 kernel)
+    // one block per SM: 16 warps of up to 128 registers (head_dim <= 128) or 8 of up to 255
     constexpr int MIN_BLOCKS = 1;
+    constexpr int WARPS = warps_per_block(VC);
     const auto kernel = fp8_decode_kernel<KC, VC, NT, VEC16, MIN_BLOCKS>;
     constexpr size_t smem = Smem<KC, VC>::BYTES;
     static const bool opted_in =  // more than the default 48 KB of dynamic shared memory
@@ -514,7 +535,7 @@ static void launch(const float* Q, const uint8_t* K, const uint8_t* V, const flo
     const int head_groups = (group + 4 * NT - 1) / (4 * NT);
     const int base_blocks = batch_size * num_kv_heads * head_groups;
     // as many splits as fill WAVES full waves of resident blocks, never a partial extra wave
-    static const int resident = resident_blocks(kernel, smem);
+    static const int resident = resident_blocks(kernel, WARPS * 32, smem);
     const int wanted = max(1, WAVES * resident / base_blocks);
     constexpr int step = WARPS * TILE;
     int tokens_per_split = (cache_len + wanted - 1) / wanted;
