@@ -1,12 +1,14 @@
 """Challenge 98 (FP8 KV-cache attention): the E4M3 decoding, the reference and the JAX reference
-against the float64 oracle, the named tests' coverage, the performance test's sizes, and the
-CUDA solutions through nvcc.
+against the float64 oracle, the named tests' coverage, the performance test's sizes, the CUDA
+solutions through nvcc, and the CUDA editorial's kernel and launch plan run on the CPU through
+the model in tests/cuda_cpu_model.
 
 The Python-language solutions run on the CPU, the CuTe DSL and Mojo ones are compiled, and
 every solution runs on a GPU, in the tests that cover every folder of solutions/
 (tests/test_judge.py, tests/test_gpu.py).
 """
 
+import ctypes
 import math
 import re
 import subprocess
@@ -14,7 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import requires_nvcc
+from conftest import build_cpu_model, requires_nvcc
 from core.challenge_base import OutTensor, RandnTensor, RandTensor, materialize_test
 from oracles import E4M3_VALUES, e4m3_value, fp8_kv_attention_oracle
 from test_judge import SOLUTIONS
@@ -240,3 +242,91 @@ def test_cuda_solutions_compile_for_hopper_without_spills(source, tmp_path):
     assert result.returncode == 0, result.stderr
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", result.stderr)
     assert spills and all(s == ("0", "0") for s in spills), result.stderr
+
+
+@pytest.fixture(scope="module")
+def cpu_model_library(tmp_path_factory):
+    """The CUDA editorial's kernel and launch plan built for the CPU model, through ctypes."""
+    library = build_cpu_model("fp8_cpu_model.cpp", tmp_path_factory.mktemp("fp8_cpu_model"))
+    floats, codes = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_uint8)
+    library.fp8_cpu_model.argtypes = [floats, codes, codes, floats, floats, floats] + [
+        ctypes.c_int
+    ] * 6
+    library.fp8_cpu_model.restype = ctypes.c_int
+    library.fp8_plan_splits.argtypes = [ctypes.c_int] * 6
+    library.fp8_plan_splits.restype = ctypes.c_int
+    return library
+
+
+def planned_splits(batch, q_heads, kv_heads, cache_len, head_dim, resident):
+    """The editorial's split-KV plan by its rule: blocks of 4 query heads (8 for groups of more
+    than 4) of one KV head, 16 warps of 16-token tiles (8 warps above head_dim 128), and as
+    many splits of each group's tokens as fill one wave of `resident` blocks."""
+    group = q_heads // kv_heads
+    heads_per_block = 8 if group > 4 else 4
+    blocks = batch * kv_heads * math.ceil(group / heads_per_block)
+    step = 16 * (16 if head_dim <= 128 else 8)
+    wanted = max(1, resident // blocks)
+    tokens_per_split = max(step, math.ceil(math.ceil(cache_len / wanted) / step) * step)
+    return math.ceil(cache_len / tokens_per_split)
+
+
+# batch, q_heads, kv_heads, cache_len, head_dim, resident blocks (the GPU's room, which sets
+# the splits), query std, k_scale; what each case reaches
+MODEL_CASES = [
+    (1, 4, 1, 1, 128, 1, 1.0, 0.01),  # one token: one warp with a tile, 15 without
+    (1, 4, 1, 300, 128, 3, 1.0, 0.01),  # 2 splits, the second ending in a partial tile
+    (2, 8, 2, 520, 128, 16, 1.0, 0.01),  # 3 splits of 2 steps each per group, 4 groups
+    (1, 8, 1, 129, 128, 5, 1.0, 0.01),  # MQA, 8 heads: two n-tiles, 1 token past a step
+    (1, 16, 1, 77, 64, 1, 1.0, 0.01),  # 16 heads of one KV head: two blocks of 8
+    (1, 2, 2, 100, 128, 1, 1.0, 0.01),  # MHA: one head per block
+    (1, 6, 2, 50, 40, 1, 1.0, 0.01),  # head_dim 40: 8-byte rows, a group of 3
+    (1, 4, 1, 33, 136, 1, 1.0, 0.01),  # head_dim 136: 8-byte rows, the 8-warp kernel
+    (1, 8, 1, 200, 256, 2, 1.0, 0.01),  # head_dim 256: two 128-column value chunks, 2 splits
+    (1, 4, 1, 400, 128, 4, 30.0, 1.0),  # scores in the hundreds: the lazy rescale
+    (1, 4, 1, 2400, 128, 12, 5.0, 1.0),  # 10 splits: the final merge's two steps of 8
+    (1, 4, 1, 64, 128, 1, 1.0, 300.0),  # keys past float16's range once scaled
+]
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=lambda c: "x".join(map(str, c[:6])))
+def test_cuda_editorial_kernel_on_the_cpu_model(cpu_model_library, case):
+    batch, q_heads, kv_heads, cache_len, head_dim, resident, q_std, k_scale_max = case
+    rng = np.random.default_rng(sum(case[:6]))
+    codes = np.array(FINITE_CODES, dtype=np.uint8)
+    Q = (rng.standard_normal((batch, q_heads, head_dim)) * q_std).astype(np.float32)
+    K_fp8 = rng.choice(codes, (batch, kv_heads, cache_len, head_dim))
+    V_fp8 = rng.choice(codes, (batch, kv_heads, cache_len, head_dim))
+    k_scale = rng.uniform(k_scale_max / 10, k_scale_max, kv_heads).astype(np.float32)
+    v_scale = rng.uniform(0.001, 0.01, kv_heads).astype(np.float32)
+    out = np.full((batch, q_heads, head_dim), np.nan, dtype=np.float32)
+    floats, bytes_ = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_uint8)
+    splits = cpu_model_library.fp8_cpu_model(
+        Q.ctypes.data_as(floats),
+        K_fp8.ctypes.data_as(bytes_),
+        V_fp8.ctypes.data_as(bytes_),
+        k_scale.ctypes.data_as(floats),
+        v_scale.ctypes.data_as(floats),
+        out.ctypes.data_as(floats),
+        *case[:6],
+    )
+    assert splits >= 1, "a merge counter was left nonzero"
+    assert splits == planned_splits(*case[:6])
+    expected = fp8_kv_attention_oracle(Q, K_fp8, V_fp8, k_scale, v_scale)
+    assert np.isfinite(out).all()
+    # exact products (float16 hi/lo operands): within a tenth of the judge's tolerance
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shape, resident, splits",
+    [
+        ((4, 32, 8, 32768, 128), 132, 4),  # the performance test: 32 blocks, 4 splits each
+        ((1, 32, 8, 32768, 128), 132, 16),  # 8 blocks fill 128 of the 132 slots
+        ((1, 64, 1, 1000, 256), 132, 8),  # 8 blocks of 8 heads: 8 splits of one 128-token step
+        ((64, 64, 64, 1024, 128), 132, 1),  # more blocks than the GPU holds: no split
+    ],
+)
+def test_the_plan_fills_one_wave_of_resident_blocks(cpu_model_library, shape, resident, splits):
+    assert cpu_model_library.fp8_plan_splits(*shape, resident) == splits
+    assert planned_splits(*shape, resident) == splits

@@ -1,27 +1,24 @@
 """Challenge 99 (MLA decode, weight-absorbed): the reference and the JAX reference against the
 float64 oracle, the named functional tests and their edges, the performance test's sizes and
 floors, the CUDA builds, and the CUDA editorial's kernel run on the CPU through the model in
-tests/mla_cpu_model (tests/test_judge.py runs the CPU-runnable solutions)."""
+tests/cuda_cpu_model (tests/test_judge.py runs the CPU-runnable solutions)."""
 
 import ctypes
 import math
 import re
-import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import requires_nvcc
+from conftest import build_cpu_model, requires_nvcc
 from core.challenge_base import OutTensor, RandnTensor, RandTensor, materialize_test
 from oracles import mla_decode_oracle
 from test_judge import SOLUTIONS
 
-from judge.challenges import REPO_ROOT, find_challenge, functional_test_names, load_challenge
+from judge.challenges import find_challenge, functional_test_names, load_challenge
 
 FOLDER = SOLUTIONS / "99_mla_decode_attention"
-MODEL = REPO_ROOT / "tests" / "mla_cpu_model"
 INPUTS = ["q_nope", "q_pe", "kv_c", "k_pe"]
 
 
@@ -217,17 +214,7 @@ def test_cuda_solutions_build_for_hopper_without_spills(name, tmp_path):
 @pytest.fixture(scope="module")
 def cpu_model_library(tmp_path_factory):
     """The CUDA editorial's kernel and launch plan built for the CPU model, through ctypes."""
-    if shutil.which("g++") is None or not sys.platform.startswith("linux"):
-        pytest.skip("the CPU model needs g++ and glibc's ucontext")
-    library = tmp_path_factory.mktemp("mla_cpu_model") / "mla_cpu_model.so"
-    result = subprocess.run(
-        ["g++", "-std=c++17", "-O2", "-shared", "-fPIC", "-I", str(MODEL), "-o", str(library)]
-        + [str(MODEL / "mla_cpu_model.cpp")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return ctypes.CDLL(str(library))
+    return build_cpu_model("mla_cpu_model.cpp", tmp_path_factory.mktemp("mla_cpu_model"))
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,9 @@
 //    two on 75-77%; the splits of a group interleaved by steps instead of contiguous, no
 //    change. Earlier: cp.async staging (3 stages) 48%; two tiles, 2 blocks of 4 warps per
 //    SM 82%.
+//
+// tests/cuda_cpu_model runs the kernel and the launch plan on the CPU: with CUDA_CPU_MODEL
+// defined, the mma and the host's CUDA calls are left to it.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -111,10 +114,15 @@ __device__ __forceinline__ void split_f16x2(float x0, float x1, uint32_t& hi, ui
 
 // d += A (16x16, row-major f16) * B (16x8, col-major f16), f32 accumulators
 __device__ __forceinline__ void mma_16x8x16(float (&d)[4], uint4 a, uint32_t b0, uint32_t b1) {
+#ifdef CUDA_CPU_MODEL
+    const uint32_t regs[4] = {a.x, a.y, a.z, a.w};
+    mma_16816(d, regs, b0, b1);
+#else
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
         "{%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+#endif
 }
 
 __device__ __forceinline__ uint32_t word(uint4 x, int i) {
@@ -218,7 +226,11 @@ __global__ void __launch_bounds__(warps_per_block(VC) * 32, MIN_BLOCKS)
     const uint8_t* v_at = v_rows + (size_t)(first + 2 * t) * head_dim + 16 * g;
     const size_t advance = (size_t)STEP * head_dim;  // bytes from one tile of a warp to its next
 
+#ifdef CUDA_CPU_MODEL
+    uint4* smem = reinterpret_cast<uint4*>(shared_memory_base());
+#else
     extern __shared__ uint4 smem[];
+#endif
     uint4(*s_qfrag)[32] = reinterpret_cast<uint4(*)[32]>(smem + Smem<KC, VC>::OUTPUTS / 16);
 
     // the warp's first tile starts landing while the query fragments are built
@@ -485,6 +497,61 @@ __global__ void __launch_bounds__(warps_per_block(VC) * 32, MIN_BLOCKS)
     if (threadIdx.x == 0) finished[group_id] = 0;  // ready for the next call
 }
 
+// The split-KV plan of a launch: as many splits of each group's tokens as fill WAVES full
+// waves of the GPU's `resident` blocks (never a partial extra wave), in steps of a block's
+// STEP = warps * TILE tokens. nt: the kernel's n-tiles of 4 query heads.
+struct Plan {
+    int group, head_groups, tokens_per_split, splits;
+};
+
+static Plan plan_launch(int batch_size, int num_q_heads, int num_kv_heads, int cache_len, int nt,
+                        int warps, int resident) {
+    Plan p;
+    p.group = num_q_heads / num_kv_heads;
+    p.head_groups = (p.group + 4 * nt - 1) / (4 * nt);
+    const int base_blocks = batch_size * num_kv_heads * p.head_groups;
+    const int wanted = max(1, WAVES * resident / base_blocks);
+    const int step = warps * TILE;
+    const int tokens_per_split = (cache_len + wanted - 1) / wanted;
+    p.tokens_per_split = max(step, (tokens_per_split + step - 1) / step * step);
+    p.splits = (cache_len + p.tokens_per_split - 1) / p.tokens_per_split;
+    return p;
+}
+
+// The kernel's template arguments for the shapes: run(KernelShape<KC, VC, NT, VEC16>{}). NT:
+// n-tiles of 4 query heads (hi and lo weights) per block, 2 for groups of more than 4.
+template <int KC_, int VC_, int NT_, bool VEC16_>
+struct KernelShape {
+    static constexpr int KC = KC_, VC = VC_, NT = NT_;
+    static constexpr bool VEC16 = VEC16_;
+};
+
+template <int NT, bool VEC16, class Run>
+static void by_head_dim(int head_dim, Run&& run) {
+    if (head_dim <= 64)
+        run(KernelShape<1, 1, NT, VEC16>{});
+    else if (head_dim <= 128)
+        run(KernelShape<2, 1, NT, VEC16>{});
+    else if (head_dim <= 192)
+        run(KernelShape<3, 2, NT, VEC16>{});
+    else
+        run(KernelShape<4, 2, NT, VEC16>{});
+}
+
+template <class Run>
+static void with_kernel_shape(int group, int head_dim, Run&& run) {
+    const bool wide = group > 4, vec16 = head_dim % 16 == 0;
+    if (wide && vec16)
+        by_head_dim<2, true>(head_dim, run);
+    else if (wide)
+        by_head_dim<2, false>(head_dim, run);
+    else if (vec16)
+        by_head_dim<1, true>(head_dim, run);
+    else
+        by_head_dim<1, false>(head_dim, run);
+}
+
+#ifndef CUDA_CPU_MODEL
 // Scratch for the partial results and one counter per (batch, KV head, head group) (zeroed
 // once: the last block of a group resets its counter), grown on demand and kept between calls.
 static float* workspace(size_t floats, unsigned** counters, int groups) {
@@ -531,53 +598,29 @@ static void launch(const float* Q, const uint8_t* K, const uint8_t* V, const flo
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) ==
         cudaSuccess;
     (void)opted_in;
-    const int group = num_q_heads / num_kv_heads;
-    const int head_groups = (group + 4 * NT - 1) / (4 * NT);
-    const int base_blocks = batch_size * num_kv_heads * head_groups;
-    // as many splits as fill WAVES full waves of resident blocks, never a partial extra wave
     static const int resident = resident_blocks(kernel, WARPS * 32, smem);
-    const int wanted = max(1, WAVES * resident / base_blocks);
-    constexpr int step = WARPS * TILE;
-    int tokens_per_split = (cache_len + wanted - 1) / wanted;
-    tokens_per_split = max(step, (tokens_per_split + step - 1) / step * step);
-    const int splits = (cache_len + tokens_per_split - 1) / tokens_per_split;
+    const Plan p =
+        plan_launch(batch_size, num_q_heads, num_kv_heads, cache_len, NT, WARPS, resident);
 
-    const size_t rows = (size_t)batch_size * num_q_heads * splits;
+    const size_t rows = (size_t)batch_size * num_q_heads * p.splits;
     unsigned* finished;
-    float* part_out = workspace(rows * head_dim + rows, &finished, base_blocks);
+    float* part_out =
+        workspace(rows * head_dim + rows, &finished, batch_size * num_kv_heads * p.head_groups);
     float* part_lse = part_out + rows * head_dim;
-    dim3 grid(splits, num_kv_heads * head_groups, batch_size);
+    dim3 grid(p.splits, num_kv_heads * p.head_groups, batch_size);
     kernel<<<grid, WARPS * 32, smem>>>(Q, K, V, k_scale, v_scale, output, part_out, part_lse,
                                        finished, num_q_heads, num_kv_heads, cache_len, head_dim,
-                                       group, head_groups, tokens_per_split, splits);
-}
-
-// NT: n-tiles of 4 query heads (hi and lo weights) per block, 2 for groups of more than 4
-template <int NT, bool VEC16>
-static void dispatch(const float* Q, const uint8_t* K, const uint8_t* V, const float* k_scale,
-                     const float* v_scale, float* output, int batch_size, int num_q_heads,
-                     int num_kv_heads, int cache_len, int head_dim) {
-    if (head_dim <= 64)
-        launch<1, 1, NT, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
-                                num_kv_heads, cache_len, head_dim);
-    else if (head_dim <= 128)
-        launch<2, 1, NT, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
-                                num_kv_heads, cache_len, head_dim);
-    else if (head_dim <= 192)
-        launch<3, 2, NT, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
-                                num_kv_heads, cache_len, head_dim);
-    else
-        launch<4, 2, NT, VEC16>(Q, K, V, k_scale, v_scale, output, batch_size, num_q_heads,
-                                num_kv_heads, cache_len, head_dim);
+                                       p.group, p.head_groups, p.tokens_per_split, p.splits);
 }
 
 // Q, K_fp8, V_fp8, k_scale, v_scale, output are device pointers
 extern "C" void solve(const float* Q, const uint8_t* K_fp8, const uint8_t* V_fp8,
                       const float* k_scale, const float* v_scale, float* output, int batch_size,
                       int num_q_heads, int num_kv_heads, int cache_len, int head_dim) {
-    const bool wide = num_q_heads / num_kv_heads > 4, vec16 = head_dim % 16 == 0;
-    const auto run = wide ? (vec16 ? dispatch<2, true> : dispatch<2, false>)
-                          : (vec16 ? dispatch<1, true> : dispatch<1, false>);
-    run(Q, K_fp8, V_fp8, k_scale, v_scale, output, batch_size, num_q_heads, num_kv_heads, cache_len,
-        head_dim);
+    with_kernel_shape(num_q_heads / num_kv_heads, head_dim, [&](auto shape) {
+        using S = decltype(shape);
+        launch<S::KC, S::VC, S::NT, S::VEC16>(Q, K_fp8, V_fp8, k_scale, v_scale, output, batch_size,
+                                              num_q_heads, num_kv_heads, cache_len, head_dim);
+    });
 }
+#endif  // CUDA_CPU_MODEL

@@ -81,10 +81,10 @@
 //    their waits, where two independent CTAs per SM overlap them. The next step is a producer
 //    warpgroup for the loads and splits, with the registers that frees spent on a second S.
 //
-// tests/mla_cpu_model runs both kernels on the CPU (a fiber per GPU thread; the PTX operand
+// tests/cuda_cpu_model runs both kernels on the CPU (a fiber per GPU thread; the PTX operand
 // layouts of mma.sync, movmatrix and wgmma, its shared-memory descriptors, mbarriers,
 // multicast copies and st.async modelled); the sm_90 primitives and the host code are left
-// out there (MLA_HOST_MODEL).
+// out there (CUDA_CPU_MODEL).
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -115,7 +115,7 @@ struct Params {
 };
 
 // ---- sm_90 primitives: tensor-core products, fp16 packing, mbarriers, bulk copies ----
-#ifndef MLA_HOST_MODEL
+#ifndef CUDA_CPU_MODEL
 // two floats to one register of two fp16 (round to nearest): `first` in the low half
 __device__ __forceinline__ uint32_t pack_f16x2(float first, float second) {
     uint32_t packed;
@@ -390,7 +390,7 @@ __device__ __forceinline__ void zero_accumulators(float (&d)[64]) {
           "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]),
           "=f"(d[63]));
 }
-#endif  // MLA_HOST_MODEL
+#endif  // CUDA_CPU_MODEL
 
 // (x0, x1) = hi + lo with hi = fp16(x), lo = fp16(x - hi): one register of pairs each
 __device__ __forceinline__ void split_pair(float x0, float x1, uint32_t& hi, uint32_t& lo) {
@@ -1175,7 +1175,7 @@ inline size_t scratch_floats(const Params& p, int batch_size) {
     return rows * p.rank + rows * (is_deepseek_shape(p.rank, p.rope) ? wg::SLICES : 1);
 }
 
-#ifndef MLA_HOST_MODEL
+#ifndef CUDA_CPU_MODEL
 // Scratch for the partial results and the merge counters (zeroed once: the last CTA of a
 // group resets its counter), grown on demand and kept between calls.
 static float* workspace(size_t floats, unsigned** counters, size_t groups) {
@@ -1244,4 +1244,4 @@ extern "C" void solve(const float* q_nope, const float* q_pe, const float* kv_c,
     config.gridDim = dim3(deepseek ? wg::SLICES * p.groups : p.groups, p.splits, batch_size);
     cudaLaunchKernelEx(&config, kernel, p);
 }
-#endif  // MLA_HOST_MODEL
+#endif  // CUDA_CPU_MODEL

@@ -1,12 +1,14 @@
-// A CPU model of the CUDA features the challenge-99 CUDA editorial uses, so that its kernel
-// runs, unchanged, on a machine without a GPU (tests/test_challenge_99.py builds it with g++).
+// A CPU model of the CUDA features the CUDA editorials of challenges 98 and 99 use, so that
+// their kernels run, unchanged, on a machine without a GPU (tests/test_challenge_98.py and
+// tests/test_challenge_99.py build them with g++, with fp8_cpu_model.cpp and mla_cpu_model.cpp).
 //
-// The editorial includes <cuda_runtime.h>; with this folder first on the include path it gets
-// this file instead, and with MLA_HOST_MODEL defined it leaves out its inline PTX and its CUDA
-// host code, which this file replaces:
+// An editorial includes <cuda_runtime.h> (and <cuda_fp16.h>, <cuda_fp8.h>); with this folder
+// first on the include path it gets the files here instead, and with CUDA_CPU_MODEL defined it
+// leaves out its inline PTX and its CUDA host code, which these files replace:
 // - every GPU thread is a fiber (ucontext) of one OS thread, run by a round-robin scheduler
 //   that resumes a fiber only when what it waits for has happened, and reports a deadlock when
 //   no fiber can run;
+// - static __shared__ variables are static: the CTAs of a launch run one after another;
 // - __syncthreads, __syncwarp, cluster barriers, shuffles, votes, mma.sync (m16n8k16 and
 //   m16n8k8, fp16 inputs, fp32 accumulators) and movmatrix meet all threads of their warp,
 //   CTA or cluster, and a warp whose lanes reach different collectives aborts;
@@ -43,6 +45,7 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
+#define __shared__ static
 
 struct alignas(8) float2 {
     float x, y;
@@ -53,12 +56,18 @@ struct alignas(16) float4 {
 struct alignas(8) uint2 {
     uint32_t x, y;
 };
+struct alignas(16) uint4 {
+    uint32_t x, y, z, w;
+};
 struct uint3 {
     unsigned x, y, z;
 };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 inline uint2 make_uint2(uint32_t x, uint32_t y) { return uint2{x, y}; }
+inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) {
+    return uint4{x, y, z, w};
+}
 using std::max;
 using std::min;
 
@@ -74,6 +83,17 @@ inline uint32_t __float_as_uint(float f) {
 }
 inline float __ldcg(const float* p) { return *p; }
 inline float4 __ldcg(const float4* p) { return *p; }
+inline uint2 __ldcs(const uint2* p) { return *p; }
+inline uint4 __ldcs(const uint4* p) { return *p; }
+// byte i of the result: byte (selector >> 4i) & 7 of the eight bytes of (y, x)
+inline uint32_t __byte_perm(uint32_t x, uint32_t y, uint32_t selector) {
+    const uint64_t bytes = (static_cast<uint64_t>(y) << 32) | x;
+    uint32_t out = 0;
+    for (int i = 0; i < 4; ++i)
+        out |= static_cast<uint32_t>((bytes >> (8 * ((selector >> (4 * i)) & 7))) & 0xff)
+               << (8 * i);
+    return out;
+}
 inline void __threadfence() {}
 inline unsigned atomicAdd(unsigned* p, unsigned v) {  // fibers never interleave inside it
     const unsigned old = *p;
@@ -158,6 +178,7 @@ struct Runtime {
     ucontext_t scheduler;
     Thread* current = nullptr;
     int threads_per_cta = 0;
+    uint3 grid_dim{1, 1, 1};  // gridDim: a driver sets it for kernels that read it
 };
 
 inline Runtime& rt() {
@@ -333,6 +354,7 @@ inline void launch_cluster(int size, uint3 first, int threads, size_t smem_bytes
 
 #define threadIdx (cpu_model::self().thread_idx)
 #define blockIdx (cpu_model::self().cta->block_idx)
+#define gridDim (cpu_model::rt().grid_dim)
 
 inline void __syncthreads() {
     cpu_model::meet(cpu_model::self().cta->block, cpu_model::rt().threads_per_cta);
@@ -349,6 +371,20 @@ inline float __shfl_xor_sync(unsigned, float value, int lane_mask) {
             outs[lane][0] = ins[lane ^ lane_mask][0];
     });
     return __uint_as_float(out);
+}
+
+// each lane gives its value and the lane it reads (taken modulo 32, as CUDA does)
+inline uint32_t __shfl_sync(unsigned, uint32_t value, int source) {
+    const uint32_t in[2] = {value, static_cast<uint32_t>(source)};
+    uint32_t out;
+    cpu_model::warp_collective(7, in, 2, &out, 1, [](auto ins, auto outs) {
+        for (int lane = 0; lane < cpu_model::kWarp; ++lane)
+            outs[lane][0] = ins[ins[lane][1] % cpu_model::kWarp][0];
+    });
+    return out;
+}
+inline float __shfl_sync(unsigned mask, float value, int source) {
+    return __uint_as_float(__shfl_sync(mask, __float_as_uint(value), source));
 }
 
 inline int __any_sync(unsigned, int predicate) {

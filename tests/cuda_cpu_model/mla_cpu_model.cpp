@@ -4,9 +4,9 @@
 // turn (the wgmma kernel for DeepSeek's shape, the other kernel for the rest), and two that
 // give the plan's chunks per sequence alone (the rule, and the whole plan).
 //
-//   g++ -std=c++17 -O2 -shared -fPIC -I tests/mla_cpu_model -o mla_cpu_model.so
-//     tests/mla_cpu_model/mla_cpu_model.cpp
-#define MLA_HOST_MODEL
+//   g++ -std=c++17 -O2 -shared -fPIC -I tests/cuda_cpu_model -o mla_cpu_model.so
+//     tests/cuda_cpu_model/mla_cpu_model.cpp
+#define CUDA_CPU_MODEL
 #include "../../solutions/99_mla_decode_attention/editorial.cu"
 #include "cuda_runtime.h"
 
