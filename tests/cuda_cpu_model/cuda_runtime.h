@@ -8,7 +8,9 @@
 // - every GPU thread is a fiber (ucontext) of one OS thread, run by a round-robin scheduler
 //   that resumes a fiber only when what it waits for has happened, and reports a deadlock when
 //   no fiber can run;
-// - static __shared__ variables are static: the CTAs of a launch run one after another;
+// - static __shared__ variables are static, which holds for CTAs launched one at a time (the
+//   CTAs of a cluster would share them; the cluster kernels keep all in dynamic shared memory);
+// - cuda_fp16.h and cuda_fp8.h here give the float16 packing and the exact E4M3 conversion;
 // - __syncthreads, __syncwarp, cluster barriers, shuffles, votes, mma.sync (m16n8k16 and
 //   m16n8k8, fp16 inputs, fp32 accumulators) and movmatrix meet all threads of their warp,
 //   CTA or cluster, and a warp whose lanes reach different collectives aborts;
@@ -397,7 +399,7 @@ inline int __any_sync(unsigned, int predicate) {
     return static_cast<int>(out);
 }
 
-// ---- the primitives the editorial defines in PTX ----
+// ---- the primitives the editorials define in PTX ----
 
 inline uint16_t f16_bits(float x) {  // round to nearest even, subnormals kept
     const _Float16 h = static_cast<_Float16>(x);
