@@ -73,16 +73,16 @@ inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) {
 using std::max;
 using std::min;
 
-inline float __uint_as_float(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
+// the bits of `from` as a To of the same size (C++20's std::bit_cast)
+template <class To, class From>
+inline To bit_cast(const From& from) {
+    static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+    To to;
+    std::memcpy(&to, &from, sizeof(To));
+    return to;
 }
-inline uint32_t __float_as_uint(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
+inline float __uint_as_float(uint32_t u) { return bit_cast<float>(u); }
+inline uint32_t __float_as_uint(float f) { return bit_cast<uint32_t>(f); }
 inline float __ldcg(const float* p) { return *p; }
 inline float4 __ldcg(const float4* p) { return *p; }
 inline uint2 __ldcs(const uint2* p) { return *p; }
@@ -402,17 +402,10 @@ inline int __any_sync(unsigned, int predicate) {
 // ---- the primitives the editorials define in PTX ----
 
 inline uint16_t f16_bits(float x) {  // round to nearest even, subnormals kept
-    const _Float16 h = static_cast<_Float16>(x);
-    uint16_t bits;
-    std::memcpy(&bits, &h, 2);
-    return bits;
+    return bit_cast<uint16_t>(static_cast<_Float16>(x));
 }
 
-inline float f16_value(uint16_t bits) {
-    _Float16 h;
-    std::memcpy(&h, &bits, 2);
-    return static_cast<float>(h);
-}
+inline float f16_value(uint16_t bits) { return static_cast<float>(bit_cast<_Float16>(bits)); }
 
 inline uint32_t pack_f16x2(float first, float second) {
     return (static_cast<uint32_t>(f16_bits(second)) << 16) | f16_bits(first);
